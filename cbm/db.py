@@ -1,0 +1,52 @@
+"""Open connections and pools to PostgreSQL from the settings."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from cbm.settings import DatabaseSettings, Settings
+
+
+def conninfo(settings: Settings) -> str:
+    """Return the connection string; the password comes from the secrets."""
+    extra: dict[str, str] = {}
+    password = settings.secrets.database_password
+    if password is not None:
+        extra["password"] = password.get_secret_value()
+    return psycopg.conninfo.make_conninfo(settings.database.url, **extra)
+
+
+def connect(
+    settings: Settings, *, autocommit: bool = False
+) -> psycopg.Connection[tuple[object, ...]]:
+    """Open one connection (for commands and migrations)."""
+    return psycopg.connect(
+        conninfo(settings),
+        autocommit=autocommit,
+        options=_options(settings.database),
+    )
+
+
+def open_pool(settings: Settings, *, name: str) -> ConnectionPool:
+    """Open a pool whose connections are checked before each use.
+
+    ``open=True`` waits for the first connection only up to ``timeout``; when
+    the database is down the worker starts anyway and its writes retry.
+    """
+    db = settings.database
+    pool = ConnectionPool(
+        conninfo(settings),
+        min_size=db.pool_min,
+        max_size=max(db.pool_min, db.pool_max),
+        kwargs={"options": _options(db), "application_name": f"cbm-{name}"},
+        check=ConnectionPool.check_connection,
+        name=name,
+        open=False,
+    )
+    pool.open(wait=False)
+    return pool
+
+
+def _options(db: DatabaseSettings) -> str:
+    return f"-c statement_timeout={db.statement_timeout_ms}"

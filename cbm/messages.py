@@ -1,0 +1,91 @@
+"""Typed messages that travel inside the pipeline; decoded once at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+SCHEMA_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def to_micros(t: datetime) -> int:
+    """Return microseconds since the Unix epoch of an aware datetime."""
+    if t.tzinfo is None:
+        raise ValueError("naive datetime: the pipeline uses aware UTC times only")
+    delta = t - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(us: int) -> datetime:
+    """Return the aware UTC datetime of microseconds since the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+class TemperatureStatus(StrEnum):
+    """How a window's temperature was found."""
+
+    SPAN = "span"  # mean of the readings inside the window's time span
+    LATEST = "latest"  # the latest reading before the window, within the max age
+    MISSING = "missing"  # none recent enough; temperature_c is NaN
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RawVibration:
+    """One vibration window as a device sent it, after validation."""
+
+    asset_id: str
+    time: datetime  # event time of the first sample, UTC
+    seq: int
+    sample_rate_hz: float
+    samples: FloatArray
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RawTemperature:
+    """One temperature reading as a device sent it, after validation."""
+
+    asset_id: str
+    time: datetime
+    seq: int
+    temperature_c: float
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Window:
+    """A validated vibration window paired with its temperature (ingest's output)."""
+
+    asset_id: str
+    time: datetime
+    seq: int
+    sample_rate_hz: float
+    samples: FloatArray
+    received_at: datetime
+    temperature_c: float
+    temperature_status: TemperatureStatus
+
+    @property
+    def end(self) -> datetime:
+        """Return the event time just after the last sample."""
+        return self.time + timedelta(seconds=len(self.samples) / self.sample_rate_hz)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """An input a stage rejected, with the reason and an excerpt of the payload."""
+
+    stage: str
+    reason: str
+    detail: str
+    topic: str
+    received_at: datetime
+    payload: bytes
+    asset_id: str | None = None

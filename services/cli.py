@@ -1,0 +1,99 @@
+"""The ``cbm`` command: the composition root above ``cbm`` and ``services``.
+
+Stages are imported lazily so ``cbm run ingest`` loads only what ingest needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cbm import logs
+from cbm.errors import CbmError
+from cbm.settings import Settings, load_settings
+
+log = logging.getLogger("cbm")
+
+# stage name -> "module:factory" of a callable (settings) -> Stage
+STAGES = {
+    "ingest": "services.ingest.stage:IngestStage",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(args.config)
+        logs.configure(settings.worker.log_level, json=settings.worker.json_logs)
+        handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+        return handler(settings, args)
+    except CbmError as exc:
+        print(f"cbm: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cbm", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=None,
+                        help="settings file (default: $CBM_CONFIG, else built-in defaults)")
+    verbs = parser.add_subparsers(title="commands")
+
+    db = verbs.add_parser("db", help="database administration").add_subparsers(title="db")
+    migrate = db.add_parser("migrate", help="apply pending SQL migrations")
+    migrate.set_defaults(handler=_migrate)
+
+    run = verbs.add_parser("run", help="run one pipeline worker")
+    run.add_argument("stage", choices=sorted(STAGES))
+    run.set_defaults(handler=_run)
+
+    config = verbs.add_parser("config", help="print the effective settings (secrets hidden)")
+    config.set_defaults(handler=_config)
+    return parser
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from cbm.db import connect  # noqa: PLC0415 - keep start-up light
+    from cbm.migrate import migrate  # noqa: PLC0415
+
+    with connect(settings, autocommit=True) as conn:
+        applied = migrate(conn)
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from cbm.worker import Worker  # noqa: PLC0415
+
+    stage = load_stage(args.stage, settings)
+    worker: Worker[Any] = Worker(settings, stage)
+    worker.install_signal_handlers()
+    worker.run()
+    return 0
+
+
+def load_stage(name: str, settings: Settings) -> Any:
+    """Import a stage lazily and build it from the settings."""
+    module_name, _, factory = STAGES[name].partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, factory)(settings)
+
+
+def _config(settings: Settings, _args: argparse.Namespace) -> int:
+    import yaml  # noqa: PLC0415
+
+    print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

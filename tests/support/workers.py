@@ -1,0 +1,73 @@
+"""Run workers for tests: in a thread of the test process, or as a real child process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cbm.settings import Settings
+from cbm.worker import Worker
+from services.cli import load_stage
+from tests.support.services import ROOT
+
+
+class ThreadWorker:
+    """A worker running in a daemon thread; stop() is the graceful SIGTERM path."""
+
+    def __init__(self, settings: Settings, stage_name: str) -> None:
+        self.stage = load_stage(stage_name, settings)
+        self.worker: Worker[Any] = Worker(settings, self.stage)
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+        self.thread.start()
+        assert self.worker.link.wait_connected(10), "worker did not connect"
+
+    def stop(self) -> None:
+        self.worker.stop_event.set()
+        self.thread.join(15)
+        assert not self.thread.is_alive(), "worker did not stop"
+
+
+class ProcessWorker:
+    """``cbm run <stage>`` as a child process with its own settings file."""
+
+    def __init__(self, settings: Settings, stage_name: str, workdir: Path) -> None:
+        self.config = workdir / f"{stage_name}.yaml"
+        data = settings.model_dump(mode="json", exclude={"secrets"})
+        self.config.write_text(yaml.safe_dump(data))
+        self.stage_name = stage_name
+        self.log = workdir / f"{stage_name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CBM_")}
+        env["CBM_CONFIG"] = str(self.config)
+        env["PYTHONPATH"] = str(ROOT)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "run", self.stage_name],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self) -> int:
+        assert self.process is not None
+        self.process.terminate()
+        return self.process.wait(20)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
