@@ -139,7 +139,7 @@ class AssetDefaults(_Frozen):
 class AssetSettings(AssetDefaults):
     """One monitored machine."""
 
-    id: str = Field(pattern=ASSET_ID_PATTERN.pattern)
+    id: str = Field(pattern=f"^{ASSET_ID_PATTERN.pattern}$")
     name: str = ""
 
 

@@ -1,0 +1,107 @@
+"""Ingest throughput against the bare limit of one paho hop, same payloads.
+
+Both consumers drain the same number of 1,000-sample windows that wait in
+their broker queue (published beforehand, so no publisher shares the CPU with
+them): the bare hop only acknowledges; ingest validates, pairs, writes its
+ledger to PostgreSQL, publishes partition frames and then acknowledges.
+Run: ``python -m bench.bench_ingest [--windows 20000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from bench.harness import Services, bare_hop, preload, services
+from cbm.rawcodec import encode_vibration_binary, encode_vibration_json
+from cbm.settings import from_mapping
+from cbm.topics import Topics
+from cbm.worker import Worker
+from services.ingest.stage import IngestStage
+
+
+def payloads(n: int, fmt: str, base: str, assets: int = 100) -> list[tuple[str, bytes]]:
+    """Return ``n`` raw vibration messages spread over ``assets`` assets."""
+    topics = Topics(base)
+    rng = np.random.default_rng(1)
+    samples = rng.normal(size=(16, 1000)).astype(np.float32)
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    encode = encode_vibration_binary if fmt == "binary" else encode_vibration_json
+    out = []
+    for i in range(n):
+        asset = f"asset-{i % assets:04d}"
+        seq = i // assets
+        out.append((topics.raw(asset, "vibration"),
+                    encode(seq=seq, time=t0 + timedelta(seconds=seq), sample_rate_hz=5000.0,
+                           samples=samples[i % 16])))
+    return out
+
+
+def ingest_rate(svc: Services, messages: list[tuple[str, bytes]], base: str) -> float:
+    """Return windows/s ingest drains from a full queue, until its DB ledger has them all."""
+    settings = from_mapping({
+        "base_topic": base,
+        "mqtt": {"host": svc.broker.host, "port": svc.broker.port},
+        "database": {"url": svc.db_url},
+        "worker": {"metrics_ports": {}, "instance": base.rsplit("/", 1)[-1][:16]},
+    })
+    stage = IngestStage(settings)
+    worker: Worker[Any] = Worker(settings, stage)
+    # First run registers the persistent session, then stops while the queue fills.
+    import threading  # noqa: PLC0415
+
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    worker.link.wait_connected(10)
+    time.sleep(0.5)
+    worker.stop_event.set()
+    thread.join()
+    preload(svc.broker, messages)
+    worker = Worker(settings, IngestStage(settings))
+    with psycopg.connect(svc.db_url, autocommit=True) as conn:
+        before = _accepted(conn)
+        started = time.perf_counter()
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        while _accepted(conn) - before < len(messages):
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+    worker.stop_event.set()
+    thread.join()
+    return len(messages) / elapsed
+
+
+def _accepted(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT coalesce(sum(windows_accepted), 0) FROM asset").fetchone()
+    return int(row[0]) if row else 0
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, print its figures and return them."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--windows", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    report: dict[str, Any] = {"windows": args.windows}
+    with services() as svc:
+        for fmt in ("binary", "json"):
+            hop_msgs = payloads(args.windows, fmt, f"hop{fmt}")
+            hop = bare_hop(svc.broker, hop_msgs, f"hop{fmt}/raw/+/vibration")
+            base = f"bench/ingest{fmt}"
+            ingest = ingest_rate(svc, payloads(args.windows, fmt, base), base)
+            report[fmt] = {
+                "bare_hop_msgs_per_s": round(hop),
+                "ingest_windows_per_s": round(ingest),
+                "ratio": round(ingest / hop, 3),
+            }
+            print(f"ingest {fmt:6s}: {ingest:8.0f} windows/s | bare paho hop {hop:8.0f} msgs/s"
+                  f" | ratio {ingest / hop:.2f} (goal >= 0.70)")
+    return report
+
+
+if __name__ == "__main__":
+    main()
