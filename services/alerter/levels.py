@@ -1,0 +1,32 @@
+"""Severity levels, alert channels and notification kinds of the alerter."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class Level(IntEnum):
+    """Order the severities so that a worse level compares greater."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    EMERGENCY = 3
+
+
+class Channel(StrEnum):
+    """Name the independent alert channels an asset has."""
+
+    RUL = "rul"
+    ANOMALY = "anomaly"
+    STALE = "stale"
+
+
+class Kind(StrEnum):
+    """Name why a notification was emitted."""
+
+    RAISE = "raise"
+    ESCALATE = "escalate"
+    DOWNGRADE = "downgrade"
+    REMINDER = "reminder"
+    RESOLVE = "resolve"
