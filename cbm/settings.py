@@ -174,6 +174,46 @@ class AssetsSettings(_Frozen):
         return {a.id: a for a in self.items}
 
 
+class ThresholdOverride(_Frozen):
+    """Per-asset RUL thresholds in hours (unset keys keep the global ones)."""
+
+    warning_hours: float | None = Field(None, gt=0)
+    critical_hours: float | None = Field(None, gt=0)
+    emergency_hours: float | None = Field(None, gt=0)
+
+
+class AlertingSettings(_Frozen):
+    """Alert rules, receivers and delivery (the alerter stage)."""
+
+    warning_hours: float = Field(50.0, gt=0)
+    critical_hours: float = Field(20.0, gt=0)
+    emergency_hours: float = Field(5.0, gt=0)
+    hysteresis_hours: float = Field(5.0, ge=0)
+    debounce_count: int = Field(2, ge=1)
+    rate_limit_s: float = Field(900.0, ge=0)
+    warning_repeat_s: float = Field(4 * 3600.0, gt=0)
+    critical_repeat_s: float = Field(3600.0, gt=0)
+    emergency_repeat_s: float = Field(900.0, gt=0)
+    use_interval_bound: bool = False
+    anomaly_threshold: float = Field(3.0, gt=0)
+    anomaly_margin: float = Field(0.5, ge=0)
+    stale_after_s: float = Field(1800.0, gt=0)
+    tick_s: float = Field(30.0, gt=0)
+    overrides: dict[str, ThresholdOverride] = Field(default_factory=dict)
+    grafana_url: str = "http://localhost:3000"
+    slack_channel: str | None = None  # with CBM_SLACK_BOT_TOKEN: Web API, resolves edit in place
+    slack_api_url: str = "https://slack.com/api/"
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    delivery_interval_s: float = Field(1.0, gt=0)
+    max_attempts: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> AlertingSettings:
+        if not self.warning_hours > self.critical_hours > self.emergency_hours:
+            raise ValueError("thresholds must satisfy warning > critical > emergency")
+        return self
+
+
 class Secrets(_Frozen):
     """Secrets, read from the environment only."""
 
@@ -193,6 +233,7 @@ class Settings(_Frozen):
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()
     assets: AssetsSettings = AssetsSettings()
+    alerting: AlertingSettings = AlertingSettings()
     secrets: Secrets = Secrets()
 
 

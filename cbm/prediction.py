@@ -1,0 +1,104 @@
+"""The prediction message: inference -> alerter and outside consumers.
+
+Published as JSON on ``{base}/predictions/{asset}``, one per asset and time,
+so other systems can subscribe to one machine without knowing partitions::
+
+    {"schema_version": 1, "asset_id": "pump-001", "time": "2026-12-04T10:00:00+00:00",
+     "rul_hours": 42.1, "rul_low": 30.5, "rul_high": 55.0, "health_index": 0.62,
+     "anomaly_score": 1.3, "running": true, "model_version": "m-3f2a9c1b",
+     "top_features": [["env_bpfo", 0.41], ["rms", 0.22]]}
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from cbm.errors import ContractError
+from cbm.messages import SCHEMA_VERSION
+from cbm.topics import validate_asset_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PredictionMessage:
+    """RUL in hours with an interval, health index and anomaly score of one asset at one time."""
+
+    asset_id: str
+    time: datetime
+    rul_hours: float
+    rul_low: float
+    rul_high: float
+    health_index: float  # 1 healthy .. 0 at failure
+    anomaly_score: float  # distance from the asset's healthy baseline, in baseline sigmas
+    running: bool
+    model_version: str
+    top_features: tuple[tuple[str, float], ...] = field(default=())
+
+
+def encode_prediction(p: PredictionMessage) -> bytes:
+    """Return the JSON form of a prediction."""
+    return orjson.dumps(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "asset_id": p.asset_id,
+            "time": p.time.astimezone(UTC).isoformat(),
+            "rul_hours": p.rul_hours,
+            "rul_low": p.rul_low,
+            "rul_high": p.rul_high,
+            "health_index": p.health_index,
+            "anomaly_score": p.anomaly_score,
+            "running": p.running,
+            "model_version": p.model_version,
+            "top_features": [list(t) for t in p.top_features],
+        }
+    )
+
+
+def decode_prediction(payload: bytes) -> PredictionMessage:
+    """Decode a prediction; ContractError (reason code + detail) if it is malformed."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise ContractError("bad_json", "prediction is not valid JSON") from None
+    if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
+        raise ContractError("bad_schema_version", "prediction schema_version is not 1")
+    try:
+        time = datetime.fromisoformat(doc["time"])
+        if time.tzinfo is None:
+            raise ContractError("bad_timestamp", "prediction time has no time zone")
+        numbers = {
+            k: float(doc[k])
+            for k in ("rul_hours", "rul_low", "rul_high", "health_index", "anomaly_score")
+        }
+        if not all(math.isfinite(v) for v in numbers.values()):
+            raise ContractError("non_finite", "prediction holds NaN or infinity")
+        top = tuple((str(name), float(w)) for name, w in doc.get("top_features", []))
+        return PredictionMessage(
+            asset_id=validate_asset_id(str(doc["asset_id"])),
+            time=time.astimezone(UTC),
+            running=bool(doc["running"]),
+            model_version=str(doc["model_version"]),
+            top_features=top,
+            **numbers,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ContractError("wrong_type", f"prediction is malformed: {exc!r}"[:200]) from None
+
+
+def prediction_fields(p: PredictionMessage) -> dict[str, Any]:
+    """Return the prediction as plain values (for logs and tests)."""
+    return {
+        "asset_id": p.asset_id,
+        "time": p.time,
+        "rul_hours": p.rul_hours,
+        "rul_low": p.rul_low,
+        "rul_high": p.rul_high,
+        "health_index": p.health_index,
+        "anomaly_score": p.anomaly_score,
+        "running": p.running,
+        "model_version": p.model_version,
+    }
