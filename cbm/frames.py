@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from cbm.errors import ContractError
-from cbm.messages import TemperatureStatus, Window, from_micros, to_micros
+from cbm.messages import FeatureVectors, TemperatureStatus, Window, from_micros, to_micros
 
 MAGIC = b"CBMF"
 VERSION = 1
@@ -115,3 +115,44 @@ def decode_windows(payload: bytes) -> list[Window]:
     except (KeyError, TypeError, ValueError) as exc:
         raise ContractError("bad_frame", f"window header is malformed: {exc!r}"[:200]) from None
     return windows
+
+
+def encode_features(vectors: FeatureVectors) -> bytes:
+    """Return one frame holding feature vectors (features -> inference)."""
+    header = {
+        "feature_set": vectors.feature_set,
+        "columns": list(vectors.columns),
+        "a": list(vectors.asset_ids),
+        "t": [to_micros(t) for t in vectors.times],
+        "s": list(vectors.seqs),
+        "r": [to_micros(t) for t in vectors.received_at],
+        "on": list(vectors.running),
+    }
+    body = np.ascontiguousarray(vectors.values, dtype="<f8").tobytes()
+    return encode_frame(FrameKind.FEATURES, header, body)
+
+
+def decode_features(payload: bytes) -> FeatureVectors:
+    """Return the feature vectors of one frame."""
+    header, body = decode_frame(payload, FrameKind.FEATURES)
+    try:
+        columns = tuple(str(c) for c in header["columns"])
+        assets = tuple(str(a) for a in header["a"])
+        n, f = len(assets), len(columns)
+        if len(body) != 8 * n * f:
+            raise ContractError("bad_frame", f"body holds {len(body)} bytes for {n}x{f} values")
+        fields = (header["t"], header["s"], header["r"], header["on"])
+        if any(len(x) != n for x in fields):
+            raise ContractError("bad_frame", "feature header lists differ in length")
+        return FeatureVectors(
+            feature_set=str(header["feature_set"]),
+            columns=columns,
+            asset_ids=assets,
+            times=tuple(from_micros(int(t)) for t in header["t"]),
+            seqs=tuple(int(s) for s in header["s"]),
+            received_at=tuple(from_micros(int(t)) for t in header["r"]),
+            running=tuple(bool(x) for x in header["on"]),
+            values=np.frombuffer(body, dtype="<f8").reshape(n, f),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ContractError("bad_frame", f"feature header is malformed: {exc!r}"[:200]) from None

@@ -89,3 +89,24 @@ class DeadLetter:
     received_at: datetime
     payload: bytes
     asset_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeatureVectors:
+    """Feature vectors of many windows, column-wise (features -> inference).
+
+    ``values[i]`` holds the features of ``asset_ids[i]`` at ``times[i]`` in the
+    order of ``columns``; ``running[i]`` is False while the machine was off.
+    """
+
+    feature_set: str
+    columns: tuple[str, ...]
+    asset_ids: tuple[str, ...]
+    times: tuple[datetime, ...]
+    seqs: tuple[int, ...]
+    received_at: tuple[datetime, ...]
+    running: tuple[bool, ...]
+    values: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.asset_ids)

@@ -108,6 +108,13 @@ class IngestSettings(_Frozen):
         return self
 
 
+class FeaturesSettings(_Frozen):
+    """How the features stage turns windows into feature vectors."""
+
+    off_rms_g: float = Field(0.005, ge=0)  # below this RMS the machine counts as off
+    temperature_history: int = Field(30, ge=2, le=1000)  # readings per asset for mean/std/slope
+
+
 class BearingSettings(_Frozen):
     """Bearing geometry in millimetres (default: a 6205 deep-groove bearing)."""
 
@@ -232,6 +239,7 @@ class Settings(_Frozen):
     database: DatabaseSettings = DatabaseSettings()
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()
+    features: FeaturesSettings = FeaturesSettings()
     assets: AssetsSettings = AssetsSettings()
     alerting: AlertingSettings = AlertingSettings()
     secrets: Secrets = Secrets()

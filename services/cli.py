@@ -22,6 +22,7 @@ log = logging.getLogger("cbm")
 # stage name -> "module:factory" of a callable (settings) -> Stage
 STAGES = {
     "ingest": "services.ingest.stage:IngestStage",
+    "features": "services.features.stage:FeaturesStage",
 }
 
 
@@ -44,8 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cbm", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=None,
-                        help="settings file (default: $CBM_CONFIG, else built-in defaults)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="settings file (default: $CBM_CONFIG, else built-in defaults)",
+    )
     verbs = parser.add_subparsers(title="commands")
 
     db = verbs.add_parser("db", help="database administration").add_subparsers(title="db")
@@ -58,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
 
     config = verbs.add_parser("config", help="print the effective settings (secrets hidden)")
     config.set_defaults(handler=_config)
+
+    from services.simulator.cli import register as register_simulator  # noqa: PLC0415
+
+    register_simulator(verbs)
     return parser
 
 
