@@ -36,20 +36,30 @@ def payloads(n: int, fmt: str, base: str, assets: int = 100) -> list[tuple[str, 
     for i in range(n):
         asset = f"asset-{i % assets:04d}"
         seq = i // assets
-        out.append((topics.raw(asset, "vibration"),
-                    encode(seq=seq, time=t0 + timedelta(seconds=seq), sample_rate_hz=5000.0,
-                           samples=samples[i % 16])))
+        out.append(
+            (
+                topics.raw(asset, "vibration"),
+                encode(
+                    seq=seq,
+                    time=t0 + timedelta(seconds=seq),
+                    sample_rate_hz=5000.0,
+                    samples=samples[i % 16],
+                ),
+            )
+        )
     return out
 
 
 def ingest_rate(svc: Services, messages: list[tuple[str, bytes]], base: str) -> float:
     """Return windows/s ingest drains from a full queue, until its DB ledger has them all."""
-    settings = from_mapping({
-        "base_topic": base,
-        "mqtt": {"host": svc.broker.host, "port": svc.broker.port},
-        "database": {"url": svc.db_url},
-        "worker": {"metrics_ports": {}, "instance": base.rsplit("/", 1)[-1][:16]},
-    })
+    settings = from_mapping(
+        {
+            "base_topic": base,
+            "mqtt": {"host": svc.broker.host, "port": svc.broker.port},
+            "database": {"url": svc.db_url},
+            "worker": {"metrics_ports": {}, "instance": base.rsplit("/", 1)[-1][:16]},
+        }
+    )
     stage = IngestStage(settings)
     worker: Worker[Any] = Worker(settings, stage)
     # First run registers the persistent session, then stops while the queue fills.
@@ -98,8 +108,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "ingest_windows_per_s": round(ingest),
                 "ratio": round(ingest / hop, 3),
             }
-            print(f"ingest {fmt:6s}: {ingest:8.0f} windows/s | bare paho hop {hop:8.0f} msgs/s"
-                  f" | ratio {ingest / hop:.2f} (goal >= 0.70)")
+            print(
+                f"ingest {fmt:6s}: {ingest:8.0f} windows/s | bare paho hop {hop:8.0f} msgs/s"
+                f" | ratio {ingest / hop:.2f} (goal >= 0.70)"
+            )
     return report
 
 

@@ -57,9 +57,7 @@ def topic_base() -> str:
 
 
 @pytest.fixture
-def make_settings(
-    broker: Broker, db_url: str, topic_base: str
-) -> Callable[..., Settings]:
+def make_settings(broker: Broker, db_url: str, topic_base: str) -> Callable[..., Settings]:
     """Build settings for this test's broker, database and topic base, with overrides."""
 
     def build(**sections: Any) -> Settings:
@@ -67,8 +65,13 @@ def make_settings(
             "base_topic": topic_base,
             "mqtt": {"host": broker.host, "port": broker.port, "keepalive_s": 5},
             "database": {"url": db_url},
-            "worker": {"batch_ms": 20, "metrics_ports": {}, "retry_initial_s": 0.1,
-                       "retry_max_s": 1.0, "instance": uuid.uuid4().hex[:8]},
+            "worker": {
+                "batch_ms": 20,
+                "metrics_ports": {},
+                "retry_initial_s": 0.1,
+                "retry_max_s": 1.0,
+                "instance": uuid.uuid4().hex[:8],
+            },
         }
         for key, value in sections.items():
             if isinstance(value, dict) and isinstance(data.get(key), dict):

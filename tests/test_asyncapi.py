@@ -84,8 +84,13 @@ def test_channel_addresses_are_the_ones_the_code_builds() -> None:
     }
     channels = DOC["channels"]
     for name, address in built.items():
-        documented = (channels[name]["address"].replace("{base}", "cbm")
-                      .replace("{asset}", "ASSET").replace("{partition}", "PARTITION")
-                      .replace("{stage}", "STAGE").replace("{service}", "SERVICE"))
+        documented = (
+            channels[name]["address"]
+            .replace("{base}", "cbm")
+            .replace("{asset}", "ASSET")
+            .replace("{partition}", "PARTITION")
+            .replace("{stage}", "STAGE")
+            .replace("{service}", "SERVICE")
+        )
         assert documented == address, name
     assert set(channels) >= set(built)

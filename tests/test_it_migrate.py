@@ -25,8 +25,10 @@ def test_running_twice_changes_nothing(db) -> None:
     assert [v for v, _ in versions] == [m.version for m in discover()]
     assert migrate(db) == []
     assert schema(db) == before
-    assert db.execute("SELECT version, checksum FROM schema_migration ORDER BY 1"
-                      ).fetchall() == versions
+    assert (
+        db.execute("SELECT version, checksum FROM schema_migration ORDER BY 1").fetchall()
+        == versions
+    )
 
 
 def test_a_changed_applied_file_is_refused(db, tmp_path: Path) -> None:
@@ -43,10 +45,14 @@ def test_new_files_apply_and_a_failing_one_rolls_back(db, tmp_path: Path) -> Non
     shutil.copytree(SQL_DIR, copy)
     (copy / "9998_extra.sql").write_text("CREATE TABLE extra_thing (id int);")
     (copy / "9999_broken.sql").write_text("CREATE TABLE half (id int);\nSELECT nonsense_fn();")
-    with pytest.raises(MigrationError, match="9999_broken.sql failed"):
+    with pytest.raises(MigrationError, match=r"9999_broken\.sql failed"):
         migrate(db, copy)
-    tables = {r[0] for r in db.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+    tables = {
+        r[0]
+        for r in db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+    }
     assert "extra_thing" in tables and "half" not in tables
     assert db.execute("SELECT max(version) FROM schema_migration").fetchone() == (9998,)
 
@@ -55,8 +61,10 @@ def test_hypertables_fall_back_to_brin_indexes_without_timescaledb(db) -> None:
     has_ts = db.execute("SELECT cbm_has_timescaledb()").fetchone()[0]
     if has_ts:
         pytest.skip("TimescaleDB present: hypertables instead of BRIN")
-    brin = {r[0] for r in db.execute(
-        "SELECT tablename FROM pg_indexes WHERE indexdef LIKE '%USING brin%'")}
+    brin = {
+        r[0]
+        for r in db.execute("SELECT tablename FROM pg_indexes WHERE indexdef LIKE '%USING brin%'")
+    }
     assert {"ingest_window", "temperature", "dead_letter"} <= brin
 
 

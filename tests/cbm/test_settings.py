@@ -27,8 +27,14 @@ def test_unlisted_assets_get_the_defaults() -> None:
 def test_environment_overrides_nested_keys_with_yaml_types(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("mqtt:\n  host: broker.local\n  port: 1883\n")
-    s = load_settings(f, environ={"CBM_MQTT__PORT": "8883", "CBM_INGEST__ACCEPT_UNKNOWN_ASSETS":
-                                  "false", "CBM_BASE_TOPIC": "plant7"})
+    s = load_settings(
+        f,
+        environ={
+            "CBM_MQTT__PORT": "8883",
+            "CBM_INGEST__ACCEPT_UNKNOWN_ASSETS": "false",
+            "CBM_BASE_TOPIC": "plant7",
+        },
+    )
     assert (s.mqtt.host, s.mqtt.port) == ("broker.local", 8883)
     assert s.ingest.accept_unknown_assets is False
     assert s.base_topic == "plant7"
@@ -55,8 +61,9 @@ def test_config_path_comes_from_cbm_config(tmp_path: Path) -> None:
         ("mqtt: [unclosed\n", {}, "not valid YAML"),
     ],
 )
-def test_bad_values_fail_at_start_naming_the_key(tmp_path: Path, text: str,
-                                                 env: dict[str, str], key: str) -> None:
+def test_bad_values_fail_at_start_naming_the_key(
+    tmp_path: Path, text: str, env: dict[str, str], key: str
+) -> None:
     f = tmp_path / "c.yaml"
     f.write_text(text)
     with pytest.raises(SettingsError) as err:
@@ -65,8 +72,13 @@ def test_bad_values_fail_at_start_naming_the_key(tmp_path: Path, text: str,
 
 
 def test_secrets_come_from_the_environment_and_never_print() -> None:
-    s = load_settings(None, environ={"CBM_DATABASE_PASSWORD": "hunter2",
-                                     "CBM_SLACK_WEBHOOK_URL": "https://hooks.example/T/B/x"})
+    s = load_settings(
+        None,
+        environ={
+            "CBM_DATABASE_PASSWORD": "hunter2",
+            "CBM_SLACK_WEBHOOK_URL": "https://hooks.example/T/B/x",
+        },
+    )
     assert s.secrets.database_password is not None
     assert s.secrets.database_password.get_secret_value() == "hunter2"
     assert "hunter2" not in repr(s) and "hooks.example" not in repr(s)

@@ -33,8 +33,9 @@ def test_good_asset_ids_pass() -> None:
         assert validate_asset_id(good) == good
 
 
-@pytest.mark.parametrize("topic", ["cbm/raw/a", "cbm/raw/a/b/vibration", "other/raw/a/vibration",
-                                   "cbm/raw/a/pressure"])
+@pytest.mark.parametrize(
+    "topic", ["cbm/raw/a", "cbm/raw/a/b/vibration", "other/raw/a/vibration", "cbm/raw/a/pressure"]
+)
 def test_parse_raw_refuses_other_topics(topic: str) -> None:
     with pytest.raises(ContractError):
         T.parse_raw(topic)

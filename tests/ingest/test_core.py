@@ -42,8 +42,12 @@ def temp_topic(asset: str = "pump-1") -> str:
 
 def good_json(**override: object) -> dict[str, object]:
     doc: dict[str, object] = {
-        "schema_version": 1, "asset_id": "pump-1", "timestamp": "2026-12-04T11:55:00Z",
-        "seq": 1, "sample_rate_hz": 5000, "vibration": SAMPLES[:200].tolist(),
+        "schema_version": 1,
+        "asset_id": "pump-1",
+        "timestamp": "2026-12-04T11:55:00Z",
+        "seq": 1,
+        "sample_rate_hz": 5000,
+        "vibration": SAMPLES[:200].tolist(),
     }
     doc.update(override)
     return doc
@@ -55,14 +59,24 @@ def without(key: str) -> dict[str, object]:
     return doc
 
 
-def run(*messages: tuple[str, bytes], state: IngestState | None = None,
-        r: IngestRules | None = None, redelivered: bool = False):
+def run(
+    *messages: tuple[str, bytes],
+    state: IngestState | None = None,
+    r: IngestRules | None = None,
+    redelivered: bool = False,
+):
     batch = [RawInput(t, p, NOW, redelivered=redelivered) for t, p in messages]
     return step(state or IngestState(), batch, r or rules(), now=NOW)
 
 
-def binary(n: int = 1000, *, version: int = 1, rate: float = 5000.0, extra: bytes = b"",
-           samples: np.ndarray | None = None) -> bytes:
+def binary(
+    n: int = 1000,
+    *,
+    version: int = 1,
+    rate: float = 5000.0,
+    extra: bytes = b"",
+    samples: np.ndarray | None = None,
+) -> bytes:
     data = SAMPLES[:n] if samples is None else samples
     payload = encode_vibration_binary(seq=1, time=T0, sample_rate_hz=rate, samples=data)
     if version != 1:
@@ -100,27 +114,34 @@ BAD_VIBRATION: list[tuple[str, bytes, str]] = [
     ("seq negative", orjson.dumps(good_json(seq=-1)), "bad_seq"),
     ("seq float", orjson.dumps(good_json(seq=1.5)), "wrong_type"),
     ("timestamp garbage", orjson.dumps(good_json(timestamp="yesterday")), "bad_timestamp"),
-    ("timestamp naive", orjson.dumps(good_json(timestamp="2026-12-04T11:55:00")),
-     "bad_timestamp"),
+    ("timestamp naive", orjson.dumps(good_json(timestamp="2026-12-04T11:55:00")), "bad_timestamp"),
     ("timestamp object", orjson.dumps(good_json(timestamp={"s": 1})), "wrong_type"),
-    ("timestamp in future", orjson.dumps(good_json(timestamp="2026-12-04T13:00:00Z")),
-     "future_timestamp"),
-    ("timestamp too old", orjson.dumps(good_json(timestamp="2026-11-01T00:00:00Z")),
-     "stale_timestamp"),
+    (
+        "timestamp in future",
+        orjson.dumps(good_json(timestamp="2026-12-04T13:00:00Z")),
+        "future_timestamp",
+    ),
+    (
+        "timestamp too old",
+        orjson.dumps(good_json(timestamp="2026-11-01T00:00:00Z")),
+        "stale_timestamp",
+    ),
     ("epoch negative", orjson.dumps(good_json(timestamp=-5)), "bad_timestamp"),
     ("asset mismatch", orjson.dumps(good_json(asset_id="pump-2")), "asset_mismatch"),
     ("binary short header", b"CBMV\x01\x00", "bad_binary"),
     ("binary count too big", binary(extra=b"\x00\x00"), "bad_binary"),
     ("binary version 9", binary(version=9), "bad_schema_version"),
-    ("binary NaN sample", binary(samples=np.array([0.0, np.nan] * 100, np.float32)),
-     "non_finite"),
+    ("binary NaN sample", binary(samples=np.array([0.0, np.nan] * 100, np.float32)), "non_finite"),
     ("binary inf rate", binary(rate=math.inf), "non_finite"),
     ("binary zero samples", binary(samples=np.zeros(0, np.float32)), "empty_samples"),
 ]
 
 
-@pytest.mark.parametrize(("payload", "reason"), [(p, r) for _, p, r in BAD_VIBRATION],
-                         ids=[name for name, _, _ in BAD_VIBRATION])
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [(p, r) for _, p, r in BAD_VIBRATION],
+    ids=[name for name, _, _ in BAD_VIBRATION],
+)
 def test_bad_vibration_is_dead_lettered_with_its_reason(payload: bytes, reason: str) -> None:
     _, out = run((vib_topic(), payload))
     assert out.windows == []
@@ -137,19 +158,34 @@ def test_the_bad_table_is_broad() -> None:
 @pytest.mark.parametrize(
     ("topic", "payload", "reason", "r"),
     [
-        (temp_topic(), encode_temperature_json(seq=1, time=T0, temperature_c=900.0),
-         "temperature_out_of_range", None),
-        (temp_topic(), b'{"schema_version": 1, "timestamp": 1.0, "seq": 1}', "missing_field",
-         None),
-        (temp_topic(), encode_temperature_binary(seq=1, time=T0, temperature_c=20.0)[:-1],
-         "bad_binary", None),
-        (temp_topic(), encode_temperature_binary(seq=1, time=T0, temperature_c=math.nan),
-         "non_finite", None),
+        (
+            temp_topic(),
+            encode_temperature_json(seq=1, time=T0, temperature_c=900.0),
+            "temperature_out_of_range",
+            None,
+        ),
+        (temp_topic(), b'{"schema_version": 1, "timestamp": 1.0, "seq": 1}', "missing_field", None),
+        (
+            temp_topic(),
+            encode_temperature_binary(seq=1, time=T0, temperature_c=20.0)[:-1],
+            "bad_binary",
+            None,
+        ),
+        (
+            temp_topic(),
+            encode_temperature_binary(seq=1, time=T0, temperature_c=math.nan),
+            "non_finite",
+            None,
+        ),
         ("cbm/raw/bad id/vibration", binary(), "bad_asset_id", None),
         ("cbm/raw/pump-1/pressure", binary(), "bad_topic", None),
         (vib_topic("stranger"), binary(), "unknown_asset", rules(accept_unknown_assets=False)),
-        (vib_topic(), binary(samples=np.zeros(2000, np.float32)), "payload_too_large",
-         rules(max_payload_bytes=4096)),
+        (
+            vib_topic(),
+            binary(samples=np.zeros(2000, np.float32)),
+            "payload_too_large",
+            rules(max_payload_bytes=4096),
+        ),
     ],
 )
 def test_other_bad_inputs(topic: str, payload: bytes, reason: str, r: IngestRules | None) -> None:
@@ -167,8 +203,10 @@ def test_good_message_after_a_bad_one_still_goes_through() -> None:
 
 def test_json_and_binary_decode_to_the_same_window() -> None:
     _, out = run(
-        (vib_topic("a"), encode_vibration_json(seq=1, time=T0, sample_rate_hz=5000.0,
-                                               samples=SAMPLES)),
+        (
+            vib_topic("a"),
+            encode_vibration_json(seq=1, time=T0, sample_rate_hz=5000.0, samples=SAMPLES),
+        ),
         (vib_topic("b"), binary()),
     )
     a, b = out.windows
@@ -178,8 +216,12 @@ def test_json_and_binary_decode_to_the_same_window() -> None:
 
 def test_window_is_paired_with_temperatures_in_its_span() -> None:
     span_readings = [
-        (temp_topic(), encode_temperature_binary(seq=i, time=T0 + timedelta(milliseconds=50 * i),
-                                                 temperature_c=40.0 + i))
+        (
+            temp_topic(),
+            encode_temperature_binary(
+                seq=i, time=T0 + timedelta(milliseconds=50 * i), temperature_c=40.0 + i
+            ),
+        )
         for i in range(3)
     ]
     _, out = run((vib_topic(), binary()), *span_readings)  # readings after the window
@@ -212,8 +254,9 @@ def test_duplicates_are_dead_lettered_but_redeliveries_pass() -> None:
 
 def test_same_seq_with_an_older_time_is_a_duplicate_but_a_newer_one_is_a_restart() -> None:
     def at(seq: int, t: datetime) -> tuple[str, bytes]:
-        return vib_topic(), encode_vibration_binary(seq=seq, time=t, sample_rate_hz=5000.0,
-                                                    samples=SAMPLES)
+        return vib_topic(), encode_vibration_binary(
+            seq=seq, time=t, sample_rate_hz=5000.0, samples=SAMPLES
+        )
 
     state, _ = run(at(7, T0))
     _, replay = run(at(7, T0 - timedelta(seconds=1)), state=state)
@@ -224,8 +267,12 @@ def test_same_seq_with_an_older_time_is_a_duplicate_but_a_newer_one_is_a_restart
 
 def test_sequence_gaps_are_counted() -> None:
     msgs = [
-        (vib_topic(), encode_vibration_binary(seq=s, time=T0 + timedelta(seconds=s),
-                                              sample_rate_hz=5000.0, samples=SAMPLES))
+        (
+            vib_topic(),
+            encode_vibration_binary(
+                seq=s, time=T0 + timedelta(seconds=s), sample_rate_hz=5000.0, samples=SAMPLES
+            ),
+        )
         for s in (1, 2, 5, 6, 10)
     ]
     _, out = run(*msgs)

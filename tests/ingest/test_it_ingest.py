@@ -26,30 +26,53 @@ def windows_seen(rec: Recorder, base: str) -> list[tuple[str, datetime]]:
 
 def vibration(seq: int, t: datetime, n: int = 1000) -> bytes:
     rng = np.random.default_rng(seq)
-    return encode_vibration_binary(seq=seq, time=t, sample_rate_hz=5000.0,
-                                   samples=rng.normal(size=n).astype(np.float32))
+    return encode_vibration_binary(
+        seq=seq, time=t, sample_rate_hz=5000.0, samples=rng.normal(size=n).astype(np.float32)
+    )
 
 
 def test_good_raw_data_becomes_windows_and_asset_rows(make_settings, broker, db) -> None:
-    settings = make_settings(assets={"items": [{"id": "pump-1", "name": "Feed pump",
-                                                "site": "north"}]})
+    settings = make_settings(
+        assets={"items": [{"id": "pump-1", "name": "Feed pump", "site": "north"}]}
+    )
     topics = Topics(settings.base_topic)
     rec = Recorder(broker.host, broker.port, topics.stage_filter("windows"))
     worker = ThreadWorker(settings, "ingest")
     pub = Publisher(broker.host, broker.port)
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     try:
-        pub.send([(topics.raw("pump-1", "temperature"),
-                   encode_temperature_json(seq=1, time=t0, temperature_c=41.5))])
-        eventually(lambda: db.execute("SELECT count(*) FROM temperature").fetchone()[0] == 1,
-                   message="temperature row")
-        messages = [(topics.raw("pump-1", "vibration"), vibration(i, t0 + timedelta(seconds=i)))
-                    for i in range(1, 11)]
-        messages.append((topics.raw("fan-7", "vibration"), encode_vibration_json(
-            seq=1, time=t0, sample_rate_hz=5000.0, samples=np.ones(500), asset_id="fan-7")))
+        pub.send(
+            [
+                (
+                    topics.raw("pump-1", "temperature"),
+                    encode_temperature_json(seq=1, time=t0, temperature_c=41.5),
+                )
+            ]
+        )
+        eventually(
+            lambda: db.execute("SELECT count(*) FROM temperature").fetchone()[0] == 1,
+            message="temperature row",
+        )
+        messages = [
+            (topics.raw("pump-1", "vibration"), vibration(i, t0 + timedelta(seconds=i)))
+            for i in range(1, 11)
+        ]
+        messages.append(
+            (
+                topics.raw("fan-7", "vibration"),
+                encode_vibration_json(
+                    seq=1, time=t0, sample_rate_hz=5000.0, samples=np.ones(500), asset_id="fan-7"
+                ),
+            )
+        )
         pub.send(messages)
-        seen = eventually(lambda: len(windows_seen(rec, settings.base_topic)) >= 11 and
-                          windows_seen(rec, settings.base_topic), message="11 windows")
+        seen = eventually(
+            lambda: (
+                len(windows_seen(rec, settings.base_topic)) >= 11
+                and windows_seen(rec, settings.base_topic)
+            ),
+            message="11 windows",
+        )
         assert sorted(seen) == sorted(
             [("pump-1", t0 + timedelta(seconds=i)) for i in range(1, 11)] + [("fan-7", t0)]
         )
@@ -58,14 +81,26 @@ def test_good_raw_data_becomes_windows_and_asset_rows(make_settings, broker, db)
         assert pump.temperature_status is TemperatureStatus.LATEST
         assert pump.temperature_c == 41.5
 
-        rows = eventually(lambda: db.execute(
-            "SELECT asset_id, name, site, listed, windows_accepted, temperature_readings, "
-            "last_seq, first_seen, last_seen FROM asset ORDER BY asset_id").fetchall(),
-            message="asset rows")
+        rows = eventually(
+            lambda: db.execute(
+                "SELECT asset_id, name, site, listed, windows_accepted, temperature_readings, "
+                "last_seq, first_seen, last_seen FROM asset ORDER BY asset_id"
+            ).fetchall(),
+            message="asset rows",
+        )
         assert rows == [
             ("fan-7", "fan-7", "", False, 1, 0, 1, t0, t0),
-            ("pump-1", "Feed pump", "north", True, 10, 1, 10, t0 + timedelta(seconds=1),
-             t0 + timedelta(seconds=10)),
+            (
+                "pump-1",
+                "Feed pump",
+                "north",
+                True,
+                10,
+                1,
+                10,
+                t0 + timedelta(seconds=1),
+                t0 + timedelta(seconds=10),
+            ),
         ]
         assert db.execute("SELECT count(*) FROM ingest_window").fetchone()[0] == 11
     finally:
@@ -79,28 +114,39 @@ def test_bad_payload_is_dead_lettered_and_next_good_one_goes_through(
 ) -> None:
     settings = make_settings()
     topics = Topics(settings.base_topic)
-    rec = Recorder(broker.host, broker.port, topics.stage_filter("windows"),
-                   f"{settings.base_topic}/deadletter/+")
+    rec = Recorder(
+        broker.host,
+        broker.port,
+        topics.stage_filter("windows"),
+        f"{settings.base_topic}/deadletter/+",
+    )
     worker = ThreadWorker(settings, "ingest")
     pub = Publisher(broker.host, broker.port)
     t0 = datetime.now(UTC) - timedelta(minutes=1)
     try:
-        pub.send([
-            (topics.raw("pump-2", "vibration"), b'{"schema_version": 1, "vibration": "oops"}'),
-            (topics.raw("pump-2", "vibration"), vibration(1, t0)),
-        ])
+        pub.send(
+            [
+                (topics.raw("pump-2", "vibration"), b'{"schema_version": 1, "vibration": "oops"}'),
+                (topics.raw("pump-2", "vibration"), vibration(1, t0)),
+            ]
+        )
         dead = eventually(lambda: rec.on(topics.deadletter("ingest")), message="dead letter")
         doc = orjson.loads(dead[0].payload)
         assert doc["reason"] == "missing_field"
         assert doc["topic"] == topics.raw("pump-2", "vibration")
         assert doc["payload_size"] == 42
-        eventually(lambda: windows_seen(rec, settings.base_topic) == [("pump-2", t0)],
-                   message="good window after the bad one")
-        row = eventually(lambda: db.execute(
-            "SELECT reason, topic, asset_id FROM dead_letter").fetchall(), message="dead row")
+        eventually(
+            lambda: windows_seen(rec, settings.base_topic) == [("pump-2", t0)],
+            message="good window after the bad one",
+        )
+        row = eventually(
+            lambda: db.execute("SELECT reason, topic, asset_id FROM dead_letter").fetchall(),
+            message="dead row",
+        )
         assert row == [("missing_field", topics.raw("pump-2", "vibration"), "pump-2")]
-        assert db.execute("SELECT dead_letters, windows_accepted FROM asset "
-                          "WHERE asset_id = 'pump-2'").fetchone() == (1, 1)
+        assert db.execute(
+            "SELECT dead_letters, windows_accepted FROM asset WHERE asset_id = 'pump-2'"
+        ).fetchone() == (1, 1)
         assert worker.thread.is_alive()
     finally:
         worker.stop()
@@ -119,29 +165,50 @@ def test_kill_9_before_ack_loses_nothing(make_settings, broker, db_url, tmp_path
     sent = [("pump-3", t0 + timedelta(seconds=i)) for i in range(120)]
     try:
         with psycopg.connect(db_url, autocommit=True) as probe:
-            eventually(lambda: probe.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cbm-ingest'"
-            ).fetchone()[0] > 0, message="worker connected to the database")
+            eventually(
+                lambda: (
+                    probe.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE application_name = 'cbm-ingest'"
+                    ).fetchone()[0]
+                    > 0
+                ),
+                message="worker connected to the database",
+            )
         pub.send([(topics.raw("pump-3", "vibration"), vibration(1, sent[0][1]))])
         eventually(lambda: windows_seen(rec, settings.base_topic), message="first window")
         with psycopg.connect(db_url) as locker:
             locker.execute("LOCK TABLE ingest_window IN EXCLUSIVE MODE")
-            pub.send([(topics.raw("pump-3", "vibration"), vibration(i + 1, t))
-                      for i, (_, t) in enumerate(sent[1:], start=1)])
+            pub.send(
+                [
+                    (topics.raw("pump-3", "vibration"), vibration(i + 1, t))
+                    for i, (_, t) in enumerate(sent[1:], start=1)
+                ]
+            )
             with psycopg.connect(db_url, autocommit=True) as probe:
-                eventually(lambda: probe.execute(
-                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-                    "WHERE a.application_name = 'cbm-ingest' AND NOT l.granted"
-                ).fetchone()[0] > 0, message="worker blocked in its write")
+                eventually(
+                    lambda: (
+                        probe.execute(
+                            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                            "WHERE a.application_name = 'cbm-ingest' AND NOT l.granted"
+                        ).fetchone()[0]
+                        > 0
+                    ),
+                    message="worker blocked in its write",
+                )
             worker.kill()
             locker.rollback()
         assert len(windows_seen(rec, settings.base_topic)) < len(sent)
         worker.start()
-        eventually(lambda: set(windows_seen(rec, settings.base_topic)) == set(sent),
-                   timeout=30, message="every window after restart")
+        eventually(
+            lambda: set(windows_seen(rec, settings.base_topic)) == set(sent),
+            timeout=30,
+            message="every window after restart",
+        )
         with psycopg.connect(db_url) as conn:
-            assert conn.execute("SELECT count(*), count(DISTINCT time) FROM ingest_window"
-                                ).fetchone() == (120, 120)
+            assert conn.execute(
+                "SELECT count(*), count(DISTINCT time) FROM ingest_window"
+            ).fetchone() == (120, 120)
             assert conn.execute("SELECT windows_accepted FROM asset").fetchone() == (120,)
     finally:
         if worker.alive():

@@ -15,8 +15,13 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.05,
-               message: str = "condition") -> T:
+def eventually(
+    check: Callable[[], T],
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
     """Poll ``check`` until it returns a truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last: T | None = None

@@ -24,8 +24,14 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_BROKER_CONF = ROOT / "mosquitto" / "mosquitto.conf"
 # Lines of the stack's config that only make sense inside the container.
-_CONTAINER_ONLY = ("persistence_location", "listener", "allow_anonymous", "password_file",
-                   "acl_file", "log_dest")
+_CONTAINER_ONLY = (
+    "persistence_location",
+    "listener",
+    "allow_anonymous",
+    "password_file",
+    "acl_file",
+    "log_dest",
+)
 
 
 def free_port() -> int:
@@ -61,7 +67,8 @@ class Broker:
         assert self.workdir is not None
         conf = self.workdir / "mosquitto.conf"
         kept = [
-            line for line in PROJECT_BROKER_CONF.read_text().splitlines()
+            line
+            for line in PROJECT_BROKER_CONF.read_text().splitlines()
             if not line.startswith(_CONTAINER_ONLY)
         ]
         conf.write_text(
@@ -72,8 +79,9 @@ class Broker:
             + self.extra_conf
         )
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.process = subprocess.Popen([mosquitto, "-c", str(conf)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         wait_port(self.host, self.port)
 
     def kill(self) -> None:
