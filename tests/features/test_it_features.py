@@ -18,8 +18,8 @@ def test_feature_vector_table_has_one_column_per_feature(db: psycopg.Connection[
     cols = [
         r[0]
         for r in db.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'feature_vector' "
-            "ORDER BY ordinal_position"
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'feature_vector' ORDER BY ordinal_position"
         )
     ]
     assert cols[cols.index("running") + 1 :] == list(FEATURE_NAMES)
