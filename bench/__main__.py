@@ -17,6 +17,7 @@ from typing import Any
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench.bench_ingest": (["--windows", "20000"], ["--windows", "300"]),
     "bench.bench_features_compute": (["--windows", "20000"], ["--windows", "400"]),
+    "bench.bench_features_stage": (["--windows", "20000"], ["--windows", "500"]),
 }
 
 

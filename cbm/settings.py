@@ -115,6 +115,16 @@ class FeaturesSettings(_Frozen):
     temperature_history: int = Field(30, ge=2, le=1000)  # readings per asset for mean/std/slope
 
 
+class InferenceSettings(_Frozen):
+    """Which model the inference stage serves and how it scores anomalies."""
+
+    models_dir: Path = Path("models")
+    model_version: str | None = None  # None: the version named in models_dir/CURRENT
+    reload_check_s: float = Field(5.0, gt=0)  # how often to look for a newly promoted model
+    baseline_vectors: int = Field(20, ge=2)  # first running vectors that define "healthy"
+    anomaly_std_floor: float = Field(0.05, gt=0)  # keeps z-scores finite on flat features
+
+
 class BearingSettings(_Frozen):
     """Bearing geometry in millimetres (default: a 6205 deep-groove bearing)."""
 
@@ -240,6 +250,7 @@ class Settings(_Frozen):
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()
     features: FeaturesSettings = FeaturesSettings()
+    inference: InferenceSettings = InferenceSettings()
     assets: AssetsSettings = AssetsSettings()
     alerting: AlertingSettings = AlertingSettings()
     secrets: Secrets = Secrets()

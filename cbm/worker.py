@@ -189,14 +189,31 @@ class Worker(Generic[E]):
         m.batch_seconds.observe(time.perf_counter() - started)
 
     def _compute(self, batch: list[Inbound]) -> E:
-        try:
-            return self.stage.compute(batch)
-        except Exception:
-            # A bug, not bad input (that is the stage's job). Isolate the message
-            # that triggers it so the rest of the batch still goes through.
-            log.exception(
-                "%s failed on a batch of %d; retrying one by one", self.stage.service, len(batch)
-            )
+        delay = self.settings.worker.retry_initial_s
+        while True:
+            try:
+                return self.stage.compute(batch)
+            except _TRANSIENT as exc:
+                # A stage that reads the database while computing (state rebuilds)
+                # waits for it like a write would; nothing was emitted yet.
+                self.metrics.retries.labels(self.stage.service, "database").inc()
+                log.warning(
+                    "database unavailable while computing (%s); retry in %.1fs",
+                    type(exc).__name__,
+                    delay,
+                )
+                if self.stop_event.wait(delay):
+                    raise SystemExit("stopped while the database was unavailable") from None
+                delay = min(delay * 2, self.settings.worker.retry_max_s)
+            except Exception:
+                # A bug, not bad input (that is the stage's job). Isolate the message
+                # that triggers it so the rest of the batch still goes through.
+                log.exception(
+                    "%s failed on a batch of %d; retrying one by one",
+                    self.stage.service,
+                    len(batch),
+                )
+                break
         effects: E | None = None
         for message in batch:
             try:
