@@ -24,5 +24,13 @@ class ContractError(CbmError):
         super().__init__(f"{reason}: {detail}")
 
 
+class PublishRefusedError(CbmError):
+    """The broker refused a publish (e.g. the ACL forbids the topic): it did not arrive."""
+
+
 class MigrationError(CbmError):
     """The database schema cannot be brought to the expected version."""
+
+
+class MqttAdminError(CbmError):
+    """A broker account or file cannot be changed as asked; the message says why."""

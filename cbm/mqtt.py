@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cbm.errors import PublishRefusedError
 from cbm.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class MqttLink:
         self._generation = 0
         self._connected = False
         self._acked_at: dict[int, int] = {}  # mid -> publish-ack counter value
+        self._refused: dict[int, str] = {}  # mid -> reason the broker gave for refusing it
         self._ack_counter = 0
         client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -139,6 +141,8 @@ class MqttLink:
         Messages paho could not send yet (no connection) stay in its queue and
         go out after the reconnect; we wait for their PUBACKs all the same.
         Return False only when ``stop`` is set before they were acknowledged.
+        Raise PublishRefusedError when the broker answered a PUBACK with a failure
+        code (MQTT 5, e.g. 0x87 not authorised): the message did not arrive.
         """
         if not messages:
             return True
@@ -152,8 +156,13 @@ class MqttLink:
             while True:
                 pending = [mid for mid in mids if self._acked_at.get(mid, -1) < start]
                 if not pending:
+                    refused = [self._refused.pop(mid) for mid in mids if mid in self._refused]
                     for mid in mids:
                         self._acked_at.pop(mid, None)
+                    if refused:
+                        raise PublishRefusedError(
+                            f"broker refused {len(refused)} of {len(mids)} messages: {refused[0]}"
+                        )
                     return True
                 if stop is not None and stop.is_set() and not self._connected:
                     return False
@@ -247,9 +256,12 @@ class MqttLink:
         )
 
     def _handle_publish(
-        self, _client: paho.Client, _userdata: Any, mid: int, _reason: Any, _props: Any
+        self, _client: paho.Client, _userdata: Any, mid: int, reason: Any, _props: Any
     ) -> None:
         with self._lock:
             self._ack_counter += 1
             self._acked_at[mid] = self._ack_counter
+            # 0x10 "no matching subscribers" is a success; 0x80 and above are not.
+            if getattr(reason, "is_failure", False):
+                self._refused[mid] = str(reason)
             self._lock.notify_all()

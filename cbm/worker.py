@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cbm import tables
 from cbm.db import open_pool
+from cbm.errors import PublishRefusedError
 from cbm.messages import DeadLetter
 from cbm.metrics import WorkerMetrics
 from cbm.mqtt import Inbound, MqttLink, Outbound
@@ -174,7 +175,7 @@ class Worker(Generic[E]):
         if self.stage.uses_database or effects.dead_letters:
             effects = self._persist(batch, effects)
         outgoing = effects.messages + [self._dead_letter_message(d) for d in effects.dead_letters]
-        if not self.link.publish(outgoing, stop=self.stop_event):
+        if not self._publish(outgoing):
             log.warning(
                 "stopping with %d inputs unacknowledged; the broker will redeliver", len(batch)
             )
@@ -187,6 +188,20 @@ class Worker(Generic[E]):
         for lag in effects.lags_s:
             m.lag_seconds.observe(lag)
         m.batch_seconds.observe(time.perf_counter() - started)
+
+    def _publish(self, outgoing: list[Outbound]) -> bool:
+        delay = self.settings.worker.retry_initial_s
+        while True:
+            try:
+                return self.link.publish(outgoing, stop=self.stop_event)
+            except PublishRefusedError as exc:
+                # Usually a wrong ACL: nothing downstream got the data, so keep
+                # the inputs unacknowledged and try again until someone fixes it.
+                self.metrics.retries.labels(self.stage.service, "broker").inc()
+                log.error("%s; holding the batch, retry in %.1fs", exc, delay)
+            if self.stop_event.wait(delay):
+                return False
+            delay = min(delay * 2, self.settings.worker.retry_max_s)
 
     def _compute(self, batch: list[Inbound]) -> E:
         delay = self.settings.worker.retry_initial_s
