@@ -23,6 +23,7 @@ log = logging.getLogger("cbm")
 STAGES = {
     "ingest": "services.ingest.stage:IngestStage",
     "features": "services.features.stage:FeaturesStage",
+    "inference": "services.inference.stage:InferenceStage",
 }
 
 
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     from services.simulator.cli import register as register_simulator  # noqa: PLC0415
 
     register_simulator(verbs)
+    importlib.import_module("services.mqttadmin.cli").register(verbs)
     return parser
 
 
