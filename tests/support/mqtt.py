@@ -18,7 +18,7 @@ T = TypeVar("T")
 def eventually(
     check: Callable[[], T],
     *,
-    timeout: float = 15.0,
+    timeout: float = 30.0,
     interval: float = 0.05,
     message: str = "condition",
 ) -> T:
