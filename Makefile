@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test lint types unit bench bench-smoke install clean
+.PHONY: test lint types unit bench bench-smoke install clean demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 test: lint types unit bench-smoke
+
+# The whole pipeline on a simulated fleet. Needs only Python (and the mosquitto
+# binary, or a configured broker); PostgreSQL comes from pgserver unless configured.
+demo:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[demo]'
+	$(BIN)/cbm demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -62,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("stage", choices=sorted(STAGES))
     run.set_defaults(handler=_run)
 
+    up = verbs.add_parser("up", help="run the four workers under a supervisor")
+    up.add_argument("--logs", type=Path, default=None, help="directory for worker logs")
+    up.set_defaults(handler=_up)
+
+    demo = verbs.add_parser("demo", help="the whole pipeline on a simulated fleet")
+    demo.add_argument("--assets", type=int, default=6)
+    demo.add_argument("--minutes", type=float, default=10.0, help="stop after this long")
+    demo.set_defaults(handler=_demo)
+
     config = verbs.add_parser("config", help="print the effective settings (secrets hidden)")
     config.set_defaults(handler=_config)
 
@@ -90,6 +99,28 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     worker.install_signal_handlers()
     worker.run()
     return 0
+
+
+def _up(_settings: Settings, args: argparse.Namespace) -> int:
+    import os  # noqa: PLC0415
+
+    from services.supervisor import run_forever  # noqa: PLC0415
+
+    env = dict(os.environ)
+    if args.config is not None:
+        env["CBM_CONFIG"] = str(args.config.resolve())
+    return run_forever(env, log_dir=args.logs)
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    import os  # noqa: PLC0415
+
+    from services.demo import run_demo  # noqa: PLC0415
+
+    configured = args.config is not None or any(
+        k in os.environ for k in ("CBM_CONFIG", "CBM_MQTT__HOST", "CBM_DATABASE__URL")
+    )
+    return run_demo(settings, configured=configured, assets=args.assets, minutes=args.minutes)
 
 
 def load_stage(name: str, settings: Settings) -> Any:

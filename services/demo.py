@@ -1,0 +1,271 @@
+"""``cbm demo``: the whole pipeline on a simulated fleet, in one terminal.
+
+Uses the configured broker and database when there are any (a settings file,
+or ``CBM_MQTT__HOST`` / ``CBM_DATABASE__URL``); otherwise starts embedded
+ones: the ``mosquitto`` binary with the project's config on a free port, and a
+private PostgreSQL from ``pgserver`` (the ``demo`` extra). Then it migrates,
+supervises the four workers, runs the simulator with a fleet whose machines
+fail within minutes, and draws the fleet by urgency with the alerts as they
+fire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+from cbm.migrate import migrate
+from cbm.settings import Settings, from_mapping
+from services.supervisor import Supervisor
+
+HOME = Path(".demo")
+_URGENCY = {"EMERGENCY": 0, "CRITICAL": 1, "WARNING": 2, "OK": 3}
+
+
+@dataclass
+class Embedded:
+    """What the demo started itself, to stop it at the end."""
+
+    broker: subprocess.Popen[bytes] | None = None
+    postgres: Any = None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def services(settings: Settings, configured: bool) -> Iterator[tuple[dict[str, Any], Embedded]]:
+    """Yield the mqtt and database settings to use, starting embedded ones if needed."""
+    embedded = Embedded()
+    mqtt = settings.mqtt.model_dump(mode="json")
+    database = settings.database.model_dump(mode="json")
+    try:
+        if not configured:
+            mqtt.update(host="127.0.0.1", port=_start_broker(embedded))
+            database.update(url=_start_postgres(embedded))
+        yield {"mqtt": mqtt, "database": database}, embedded
+    finally:
+        if embedded.broker is not None:
+            embedded.broker.terminate()
+            embedded.broker.wait(10)
+
+
+def _start_broker(embedded: Embedded) -> int:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
+        raise SystemExit(
+            "cbm demo: no MQTT broker configured and no mosquitto binary found. "
+            "Install mosquitto (apt install mosquitto) or set CBM_MQTT__HOST."
+        )
+    port = _free_port()
+    workdir = (HOME / "mosquitto").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o777)  # mosquitto drops root before it writes its files
+    conf = [
+        line
+        for line in Path("mosquitto/mosquitto.conf").read_text().splitlines()
+        if not line.startswith(
+            (
+                "persistence_location",
+                "listener",
+                "allow_anonymous",
+                "password_file",
+                "acl_file",
+                "log_dest",
+            )
+        )
+    ]
+    conf += [
+        f"persistence_location {workdir}/",
+        f"log_dest file {workdir}/mosquitto.log",
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous true",
+    ]
+    (workdir / "mosquitto.conf").write_text("\n".join(conf) + "\n")
+    embedded.broker = subprocess.Popen(  # noqa: S603 - the broker binary with our config
+        [binary, "-c", str(workdir / "mosquitto.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return port
+        time.sleep(0.1)
+    raise SystemExit("cbm demo: the embedded mosquitto did not start")
+
+
+def _start_postgres(embedded: Embedded) -> str:
+    try:
+        import pgserver  # type: ignore[import-not-found]  # noqa: PLC0415
+    except ImportError:
+        raise SystemExit(
+            "cbm demo: no database configured and pgserver is not installed "
+            "(pip install 'cbm-pipeline[demo]', or set CBM_DATABASE__URL)"
+        ) from None
+    embedded.postgres = pgserver.get_server(str((HOME / "pgdata").resolve()), cleanup_mode="stop")
+    uri: str = embedded.postgres.get_uri()
+    return uri
+
+
+def _ensure_database(url: str, name: str = "cbm_demo") -> str:
+    """Create the demo database on the server at ``url`` if needed; return its URL."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    parts = urlsplit(url)
+    if parts.path.strip("/") == name:
+        return url
+    admin = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return parts._replace(path=f"/{name}").geturl()
+
+
+def run_demo(settings: Settings, *, configured: bool, assets: int, minutes: float) -> int:
+    """Run the demo until the fleet has failed (or ``minutes`` pass) or Ctrl-C."""
+    from services.simulator.edge import asset_register  # noqa: PLC0415
+    from services.simulator.fleet import make_fleet  # noqa: PLC0415
+    from services.simulator.run import publish_fleet  # noqa: PLC0415
+
+    HOME.mkdir(exist_ok=True)
+    # Lives of ~100 operating hours at one hour per second: failures within minutes.
+    specs = make_fleet(assets, seed=42, life_mean_hours=100.0, healthy_share=0.2)
+    with services(settings, configured) as (conn_settings, _):
+        db_url = _ensure_database(conn_settings["database"]["url"])
+        conn_settings["database"]["url"] = db_url
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            migrate(conn)
+        config = {
+            **settings.model_dump(mode="json", exclude={"secrets", "assets"}),
+            **conn_settings,
+            "assets": {"items": asset_register(specs)},
+        }
+        config_path = (HOME / "cbm.yaml").resolve()
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        demo_settings = from_mapping(config)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CBM_")}
+        env.update(
+            {
+                k: v
+                for k, v in os.environ.items()
+                if k
+                in (
+                    "CBM_SLACK_WEBHOOK_URL",
+                    "CBM_SLACK_BOT_TOKEN",
+                    "CBM_PAGERDUTY_ROUTING_KEY",
+                    "CBM_DATABASE_PASSWORD",
+                    "CBM_MQTT_PASSWORD",
+                )
+            }
+        )
+        env["CBM_CONFIG"] = str(config_path)
+        env["PYTHONPATH"] = str(Path.cwd())
+        supervisor = Supervisor(env=env, log_dir=HOME / "logs")
+        supervisor.start()
+        stop = threading.Event()
+        simulator = threading.Thread(
+            target=publish_fleet,
+            kwargs={
+                "settings": demo_settings,
+                "specs": specs,
+                "seed": 42,
+                "progress": None,
+                "stop": stop,
+            },
+            daemon=True,
+        )
+        time.sleep(3)  # let the workers subscribe before the first window
+        simulator.start()
+        deadline = time.monotonic() + minutes * 60
+        try:
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                last_alert = 0
+                drained_at: float | None = None
+                while time.monotonic() < deadline:
+                    supervisor.check()
+                    last_alert = _draw(conn, last_alert)
+                    if not simulator.is_alive():
+                        # Give the last windows time to reach the alerts.
+                        drained_at = drained_at or time.monotonic() + 15
+                        if time.monotonic() > drained_at:
+                            break
+                    time.sleep(2)
+                _draw(conn, last_alert)
+        except KeyboardInterrupt:
+            print("\nstopping ...")
+        finally:
+            stop.set()
+            supervisor.stop()
+        print(f"\nData: {db_url} (tables asset, feature_vector, prediction, alert)")
+        print(f"Settings used: {config_path}; worker logs in {HOME / 'logs'}")
+        print(
+            "Grafana: add a PostgreSQL data source with that URL (uid cbm-postgres), then "
+            "provision grafana/dashboards/*.json, or run "
+            "`cbm grafana push --url http://localhost:3000 --token <token>`."
+        )
+    return 0
+
+
+_TABLE = """
+SELECT a.asset_id, a.name,
+       coalesce(al.level, 'OK') AS level,
+       p.rul_hours, p.rul_low, p.rul_high, p.anomaly_score, p.running,
+       extract(epoch FROM now() - a.last_received_at) AS seen_s
+FROM asset a
+LEFT JOIN LATERAL (SELECT rul_hours, rul_low, rul_high, anomaly_score, running
+                   FROM prediction WHERE asset_id = a.asset_id
+                   ORDER BY time DESC LIMIT 1) p ON true
+LEFT JOIN LATERAL (SELECT CASE WHEN kind = 'resolve' THEN 'OK' ELSE level END AS level
+                   FROM alert WHERE asset_id = a.asset_id AND channel = 'rul'
+                   ORDER BY id DESC LIMIT 1) al ON true
+ORDER BY a.asset_id
+"""
+
+
+def _draw(conn: psycopg.Connection[Any], last_alert: int) -> int:
+    rows = conn.execute(_TABLE).fetchall()
+    rows.sort(key=lambda r: (_URGENCY.get(str(r[2]), 9), r[3] if r[3] is not None else 1e9))
+    out = [
+        "\x1b[2J\x1b[H CBM demo: fleet by urgency (Ctrl-C to stop)\n",
+        f" {'asset':<12}{'name':<24}{'level':<11}{'RUL h (80% interval)':<26}"
+        f"{'anomaly':>8}  {'last seen':>9}",
+    ]
+    for asset_id, name, level, rul, low, high, anomaly, running, seen in rows:
+        rul_text = "-" if rul is None else f"{rul:6.1f} ({low:5.1f}-{high:5.1f})"
+        if running is False:
+            rul_text += " off"
+        seen_text = "-" if seen is None else f"{float(seen):7.0f}s"
+        anomaly_text = "-" if anomaly is None else f"{anomaly:8.2f}"
+        out.append(
+            f" {asset_id:<12}{str(name)[:23]:<24}{level:<11}{rul_text:<26}"
+            f"{anomaly_text:>8}  {seen_text:>9}"
+        )
+    alerts = conn.execute(
+        "SELECT id, time, asset_id, kind, level, rul_hours FROM alert "
+        "WHERE receiver IN ('slack', 'log') ORDER BY id DESC LIMIT 8"
+    ).fetchall()
+    out.append("\n Latest alerts:")
+    for alert_id, t, asset_id, kind, level, rul in reversed(alerts):
+        marker = "*" if alert_id > last_alert else " "
+        out.append(f" {marker} {t:%H:%M:%S} {asset_id:<12} {kind:<9} {level:<10} RUL {rul:.1f} h")
+    sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.flush()
+    return max([last_alert, *[int(a[0]) for a in alerts]])
