@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
     register_simulator(verbs)
     importlib.import_module("services.mqttadmin.cli").register(verbs)
+    importlib.import_module("services.grafana.cli").register(verbs)
     return parser
 
 

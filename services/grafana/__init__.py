@@ -1,0 +1,1 @@
+"""``cbm grafana``: publish the datasource, folder and dashboards to Grafana."""
