@@ -142,6 +142,9 @@ class Worker(Generic[E]):
             self.link.stop(
                 farewell=Outbound(self._status_topic, self._status("offline", "stopped"), True)
             )
+            close = getattr(self.stage, "close", None)
+            if close is not None:
+                close()  # the stage's own threads finish their step while the pool is open
             if self._owns_pool and self._pool is not None:
                 self._pool.close()
             log.info("%s worker stopped", self.stage.service)

@@ -24,6 +24,7 @@ STAGES = {
     "ingest": "services.ingest.stage:IngestStage",
     "features": "services.features.stage:FeaturesStage",
     "inference": "services.inference.stage:InferenceStage",
+    "alerter": "services.alerter.stage:AlerterStage",
 }
 
 
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     register_simulator(verbs)
     importlib.import_module("services.mqttadmin.cli").register(verbs)
     importlib.import_module("services.grafana.cli").register(verbs)
+    importlib.import_module("services.alerter.cli").register(verbs)
     return parser
 
 
