@@ -70,8 +70,12 @@ class Supervisor:
                 continue
             if child.process is not None:
                 code = child.process.returncode
-                log.warning("worker %s exited with %s; restarting in %.0fs",
-                            child.stage, code, child.backoff_s)
+                log.warning(
+                    "worker %s exited with %s; restarting in %.0fs",
+                    child.stage,
+                    code,
+                    child.backoff_s,
+                )
                 child.process = None
                 child.next_start = now + child.backoff_s
                 child.backoff_s = min(child.backoff_s * 2, _MAX_BACKOFF_S)

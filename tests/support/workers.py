@@ -10,11 +10,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from cbm.settings import Settings
+from cbm.topics import Topics
 from cbm.worker import Worker
 from services.cli import load_stage
+from tests.support.mqtt import Recorder, eventually
 from tests.support.services import ROOT
 
 
@@ -42,11 +45,12 @@ class ProcessWorker:
         data = settings.model_dump(mode="json", exclude={"secrets"})
         self.config.write_text(yaml.safe_dump(data))
         self.stage_name = stage_name
+        self.settings = settings
         self.log = workdir / f"{stage_name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
-    def start(self) -> None:
+    def start(self, *, wait: bool = True) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CBM_")}
         env["CBM_CONFIG"] = str(self.config)
         env["PYTHONPATH"] = str(ROOT)
@@ -58,6 +62,30 @@ class ProcessWorker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        if wait:
+            self.wait_online()
+
+    def wait_online(self, timeout: float = 60.0) -> None:
+        """Wait for this process's retained "online" status: its subscriptions are then live.
+
+        The worker subscribes before it announces itself on the same
+        connection, so the broker has the subscription once the status shows.
+        """
+        assert self.process is not None
+        pid = self.process.pid
+        topic = Topics(self.settings.base_topic).status(self.stage_name)
+        rec = Recorder(self.settings.mqtt.host, self.settings.mqtt.port, topic)
+        try:
+            eventually(
+                lambda: any(
+                    (doc := orjson.loads(m.payload))["state"] == "online" and doc["pid"] == pid
+                    for m in rec.on(topic)
+                ),
+                timeout=timeout,
+                message=f"{self.stage_name} online\n{self.output()[-2000:]}",
+            )
+        finally:
+            rec.close()
 
     def kill(self) -> None:
         assert self.process is not None
