@@ -11,7 +11,8 @@ import orjson
 import pytest
 import yaml
 
-from cbm.frames import decode_windows
+from cbm.frames import decode_features, decode_windows
+from cbm.prediction import decode_prediction
 from cbm.rawcodec import decode_temperature, decode_vibration
 from cbm.topics import Topics
 
@@ -43,6 +44,24 @@ def _check_windows(raw: bytes) -> None:
     assert w.asset_id == "pump-001" and w.samples.size == 8
 
 
+def _check_features(raw: bytes) -> None:
+    v = decode_features(raw)
+    assert v.asset_ids == ("pump-001",) and v.values.shape == (1, len(v.columns))
+
+
+def _check_prediction(raw: bytes) -> None:
+    p = decode_prediction(raw)
+    assert p.rul_low <= p.rul_hours <= p.rul_high
+
+
+def _check_alert(raw: bytes) -> None:
+    from services.alerter.levels import Channel, Kind, Level
+
+    doc = orjson.loads(raw)
+    Channel(doc["channel"]), Kind(doc["kind"]), Level[doc["level"]]
+    assert doc["key"].startswith(doc["asset_id"])
+
+
 def _check_dead_letter(raw: bytes) -> None:
     doc = orjson.loads(raw)
     assert doc["reason"] and base64.b64decode(doc["payload_excerpt_b64"])
@@ -58,6 +77,9 @@ DECODERS = {
     "temperatureJson": (_json, _check_temperature),
     "temperatureBinary": (_b64, _check_temperature),
     "windowFrame": (_b64, _check_windows),
+    "featureFrame": (_b64, _check_features),
+    "prediction": (_json, _check_prediction),
+    "alert": (_json, _check_alert),
     "deadLetter": (_json, _check_dead_letter),
     "status": (_json, _check_status),
 }
@@ -79,6 +101,9 @@ def test_channel_addresses_are_the_ones_the_code_builds() -> None:
         "rawVibration": T.raw("ASSET", "vibration"),
         "rawTemperature": T.raw("ASSET", "temperature"),
         "windows": T.windows(0).replace("p000", "PARTITION"),
+        "features": T.features(0).replace("p000", "PARTITION"),
+        "predictions": T.predictions("ASSET"),
+        "alerts": T.alerts("ASSET"),
         "deadLetter": T.deadletter("ingest").replace("ingest", "STAGE"),
         "status": T.status("ingest").replace("ingest", "SERVICE"),
     }
