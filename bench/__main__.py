@@ -18,6 +18,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench.bench_ingest": (["--windows", "20000"], ["--windows", "300"]),
     "bench.bench_features_compute": (["--windows", "20000"], ["--windows", "400"]),
     "bench.bench_features_stage": (["--windows", "20000"], ["--windows", "500"]),
+    "bench.bench_model": (
+        ["--sizes", "1,100,1000,10000"],
+        ["--sizes", "1,100,1000", "--repeats", "3"],
+    ),
     "bench.bench_dashboards": (
         ["--assets", "100", "--days", "30"],
         ["--assets", "10", "--days", "1"],

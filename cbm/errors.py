@@ -34,3 +34,7 @@ class MigrationError(CbmError):
 
 class MqttAdminError(CbmError):
     """A broker account or file cannot be changed as asked; the message says why."""
+
+
+class ModelError(CbmError):
+    """A model artifact is missing, malformed or does not fit the running code."""

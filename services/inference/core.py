@@ -1,0 +1,183 @@
+"""Inference's pure core: per-asset sequences in, one prediction per feature vector out.
+
+Sequence policy: each asset keeps its last ``lookback`` *running* feature
+vectors (the model's columns, in time order). A vector that arrives while the
+machine is off is not added and gets a prediction that carries the last RUL
+forward with ``running=False`` and a zero anomaly score: a stopped machine
+neither degrades nor looks anomalous. An asset with fewer than ``lookback``
+vectors is padded on the left by repeating its first vector (the model was
+trained the same way, see ``build_sequences``).
+
+Anomaly score: the root-mean-square z-score of the model's columns against
+the asset's own healthy baseline, the mean and spread of its first
+``baseline_vectors`` running vectors; 0 until the baseline is complete.
+All running rows of a batch go through one model call.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from cbm.messages import FeatureVectors
+from cbm.prediction import PredictionMessage
+from services.inference.model import Prediction, pad_history
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class Model(Protocol):
+    """What the core needs of a RUL model (``services.inference.model.RulModel``)."""
+
+    @property
+    def version(self) -> str:
+        """Return the model version stamped on every prediction."""
+        ...
+
+    @property
+    def lookback(self) -> int:
+        """Return the sequence length N."""
+        ...
+
+    @property
+    def cap_hours(self) -> float:
+        """Return the RUL cap (the model's "healthy")."""
+        ...
+
+    def select(self, values: npt.ArrayLike) -> FloatArray:
+        """Return the model's input columns of full feature rows."""
+        ...
+
+    def predict(self, sequences: npt.ArrayLike) -> Prediction:
+        """Return RUL and interval in hours for (B, lookback, F) raw sequences."""
+        ...
+
+
+@dataclass
+class AssetSequence:
+    """One asset's recent running vectors, healthy baseline and last output."""
+
+    recent: deque[FloatArray]
+    baseline: list[FloatArray] = field(default_factory=list)
+    last_time: datetime | None = None
+    last_rul: tuple[float, float, float] | None = None
+    center: FloatArray | None = None  # baseline mean and floored spread, once complete
+    scale: FloatArray | None = None
+
+
+@dataclass
+class InferenceState:
+    """Sequences per asset; an asset missing here is rebuilt from the database."""
+
+    assets: dict[str, AssetSequence] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """Anomaly-score settings."""
+
+    baseline_vectors: int = 20
+    std_floor: float = 0.05
+
+
+def new_sequence(
+    lookback: int,
+    rules: Rules,
+    *,
+    history: Sequence[FloatArray] = (),
+    baseline: Sequence[FloatArray] = (),
+    last_time: datetime | None = None,
+    last_rul: tuple[float, float, float] | None = None,
+) -> AssetSequence:
+    """Return an asset's sequence seeded with stored history (oldest first)."""
+    seq = AssetSequence(
+        recent=deque(history, maxlen=lookback),
+        last_time=last_time,
+        last_rul=last_rul,
+    )
+    for x in baseline:
+        _learn_baseline(seq, x, rules)
+    return seq
+
+
+def step(
+    state: InferenceState,
+    vectors: FeatureVectors,
+    model: Model,
+    rules: Rules,
+) -> tuple[InferenceState, list[PredictionMessage]]:
+    """Predict every row of ``vectors``; every asset in it must already be in ``state``."""
+    order = sorted(range(len(vectors)), key=lambda i: vectors.times[i])
+    # float32 first: the database stores real, so a rebuilt sequence and a live
+    # one hold identical numbers and give identical predictions.
+    selected = model.select(vectors.values.astype(np.float32).astype(np.float64))
+    sequences: list[FloatArray] = []
+    running_rows: list[int] = []
+    anomaly = np.zeros(len(vectors))
+    for i in order:
+        seq = state.assets[vectors.asset_ids[i]]
+        if not vectors.running[i]:
+            continue
+        x = selected[i]
+        anomaly[i] = _anomaly(seq, x)
+        if seq.last_time is not None and vectors.times[i] <= seq.last_time:
+            # Late or replayed: the sequence stays in time order, so this row
+            # reports the asset's current RUL instead of entering the sequence.
+            continue
+        seq.recent.append(x)
+        _learn_baseline(seq, x, rules)
+        sequences.append(pad_history(np.stack(seq.recent), model.lookback))
+        running_rows.append(i)
+    rul = np.zeros(len(vectors))
+    low = np.zeros(len(vectors))
+    high = np.zeros(len(vectors))
+    if sequences:
+        p = model.predict(np.stack(sequences))
+        rul[running_rows], low[running_rows], high[running_rows] = p.rul, p.low, p.high
+    predicted = set(running_rows)
+    out: list[PredictionMessage] = []
+    for i in order:
+        seq = state.assets[vectors.asset_ids[i]]
+        if i in predicted:
+            seq.last_rul = (float(rul[i]), float(low[i]), float(high[i]))
+        point = seq.last_rul or (model.cap_hours, model.cap_hours, model.cap_hours)
+        if seq.last_time is None or vectors.times[i] > seq.last_time:
+            seq.last_time = vectors.times[i]
+        out.append(
+            PredictionMessage(
+                asset_id=vectors.asset_ids[i],
+                time=vectors.times[i],
+                rul_hours=point[0],
+                rul_low=point[1],
+                rul_high=point[2],
+                health_index=float(np.clip(point[0] / model.cap_hours, 0.0, 1.0)),
+                anomaly_score=float(anomaly[i]),
+                running=vectors.running[i],
+                model_version=model.version,
+            )
+        )
+    return state, out
+
+
+def _learn_baseline(seq: AssetSequence, x: FloatArray, rules: Rules) -> None:
+    if seq.center is not None:
+        return
+    seq.baseline.append(x)
+    if len(seq.baseline) >= rules.baseline_vectors:
+        base = np.stack(seq.baseline)
+        seq.center = np.nan_to_num(base.mean(axis=0))
+        seq.scale = np.maximum(np.nan_to_num(base.std(axis=0)), rules.std_floor)
+        seq.baseline = []
+
+
+def _anomaly(seq: AssetSequence, x: FloatArray) -> float:
+    if seq.center is None or seq.scale is None:
+        return 0.0
+    z = np.nan_to_num((x - seq.center) / seq.scale, nan=0.0, posinf=0.0, neginf=0.0)
+    return float(np.sqrt(np.mean(z * z)))

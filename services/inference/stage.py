@@ -1,0 +1,213 @@
+"""Inference's shell: feature frames in, prediction rows and per-asset messages out.
+
+The model is loaded once with the light serving runtime (no TensorFlow in
+this process) and swapped without a restart when ``models/CURRENT`` names a
+new version; every row carries the version that made it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from cbm.errors import ContractError
+from cbm.frames import decode_features
+from cbm.messages import DeadLetter, FeatureVectors
+from cbm.mqtt import Inbound, Outbound
+from cbm.prediction import PredictionMessage, encode_prediction
+from cbm.settings import Settings
+from cbm.topics import Topics
+from cbm.worker import Effects
+from services.features.extract import FEATURE_NAMES
+from services.inference import core, store
+from services.inference.model import RulModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InferenceEffects(Effects):
+    """Effects of an inference batch, with the rows to store."""
+
+    predictions: list[PredictionMessage] = field(default_factory=list)
+    received_at: list[datetime] = field(default_factory=list)
+
+    def extend(self, other: Effects) -> None:
+        """Add another batch's effects."""
+        super().extend(other)
+        if isinstance(other, InferenceEffects):
+            self.predictions.extend(other.predictions)
+            self.received_at.extend(other.received_at)
+
+
+class InferenceStage:
+    """Predict RUL for every feature vector, one model call per batch."""
+
+    service = "inference"
+    record_kind = "prediction"
+    uses_database = True
+
+    def __init__(self, settings: Settings, *, model: RulModel | None = None) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.base_topic)
+        self.rules = core.Rules(
+            baseline_vectors=settings.inference.baseline_vectors,
+            std_floor=settings.inference.anomaly_std_floor,
+        )
+        self.state = core.InferenceState()
+        self.model = model
+        self._pool: ConnectionPool | None = None
+        self._pinned = model is not None or settings.inference.model_version is not None
+        self._current_mtime = 0.0
+        self._next_check = 0.0
+
+    def subscriptions(self) -> Sequence[str]:
+        """Return the filter of every features partition."""
+        return (self.topics.stage_filter("features"),)
+
+    def prepare(self, pool: ConnectionPool | None) -> None:
+        """Load the model; sequences are rebuilt lazily, asset by asset."""
+        self._pool = pool
+        self.state = core.InferenceState()
+        if self.model is None:
+            self.model = self._load(self.settings.inference.model_version)
+
+    def compute(self, batch: Sequence[Inbound]) -> InferenceEffects:
+        """Decode feature frames, rebuild unknown assets, predict all rows in one call."""
+        self._maybe_reload()
+        model = self.model
+        assert model is not None
+        frames: list[FeatureVectors] = []
+        dead: list[DeadLetter] = []
+        for message in batch:
+            try:
+                vectors = decode_features(message.payload)
+                if vectors.columns != FEATURE_NAMES:
+                    raise ContractError("bad_frame", "feature columns differ from this build's")
+                frames.append(vectors)
+            except ContractError as exc:
+                dead.append(
+                    DeadLetter(
+                        stage=self.service,
+                        reason=exc.reason,
+                        detail=exc.detail,
+                        topic=message.topic,
+                        received_at=message.received_at,
+                        payload=message.payload,
+                    )
+                )
+        effects = InferenceEffects(dead_letters=dead)
+        if not frames:
+            return effects
+        vectors = _concat(frames)
+        self._rebuild(vectors, model)
+        self.state, predictions = core.step(self.state, vectors, model, self.rules)
+        received = dict(
+            zip(
+                zip(vectors.asset_ids, vectors.times, strict=True), vectors.received_at, strict=True
+            )
+        )
+        effects.predictions = predictions
+        effects.received_at = [received[(p.asset_id, p.time)] for p in predictions]
+        effects.messages = [
+            Outbound(self.topics.predictions(p.asset_id), encode_prediction(p)) for p in predictions
+        ]
+        effects.records = len(predictions)
+        now = datetime.now(UTC)
+        effects.lags_s = [(now - p.time).total_seconds() for p in predictions]
+        return effects
+
+    def persist(self, conn: psycopg.Connection[Any], effects: InferenceEffects) -> None:
+        """Store the predictions once each."""
+        store.write_predictions(conn, effects.predictions, effects.received_at)
+
+    def _rebuild(self, vectors: FeatureVectors, model: RulModel) -> None:
+        before: dict[str, datetime] = {}
+        for asset_id, t in zip(vectors.asset_ids, vectors.times, strict=True):
+            if asset_id not in self.state.assets and (
+                asset_id not in before or t < before[asset_id]
+            ):
+                before[asset_id] = t
+        if not before:
+            return
+        assert self._pool is not None
+        with self._pool.connection() as conn:
+            stored = store.load_history(
+                conn, before, lookback=model.lookback, baseline=self.rules.baseline_vectors
+            )
+        for asset_id, history in stored.items():
+            recent: list[core.FloatArray] = (
+                list(model.select(np.array(history.recent))) if history.recent else []
+            )
+            base: list[core.FloatArray] = (
+                list(model.select(np.array(history.baseline))) if history.baseline else []
+            )
+            self.state.assets[asset_id] = core.new_sequence(
+                model.lookback,
+                self.rules,
+                history=recent,
+                baseline=base,
+                last_time=history.last_time,
+                last_rul=history.last_rul,
+            )
+
+    def _load(self, version: str | None) -> RulModel:
+        model = RulModel.load(self.settings.inference.models_dir, version)
+        log.info(
+            "serving model %s (lookback %d, %d features)",
+            model.version,
+            model.lookback,
+            len(model.feature_names),
+        )
+        self._current_mtime = self._current_stat()
+        return model
+
+    def _current_stat(self) -> float:
+        try:
+            return os.stat(Path(self.settings.inference.models_dir) / "CURRENT").st_mtime
+        except OSError:
+            return 0.0
+
+    def _maybe_reload(self) -> None:
+        if self._pinned or time.monotonic() < self._next_check:
+            return
+        self._next_check = time.monotonic() + self.settings.inference.reload_check_s
+        if self._current_stat() == self._current_mtime:
+            return
+        try:
+            model = self._load(None)
+        except Exception:
+            log.exception(
+                "could not load the newly promoted model; keeping %s",
+                self.model.version if self.model else "none",
+            )
+            return
+        if self.model is None or model.version != self.model.version:
+            # Sequences hold the old model's columns: rebuild them from the database.
+            self.model = model
+            self.state = core.InferenceState()
+
+
+def _concat(frames: list[FeatureVectors]) -> FeatureVectors:
+    if len(frames) == 1:
+        return frames[0]
+    return FeatureVectors(
+        feature_set=frames[0].feature_set,
+        columns=frames[0].columns,
+        asset_ids=tuple(a for f in frames for a in f.asset_ids),
+        times=tuple(t for f in frames for t in f.times),
+        seqs=tuple(s for f in frames for s in f.seqs),
+        received_at=tuple(r for f in frames for r in f.received_at),
+        running=tuple(x for f in frames for x in f.running),
+        values=np.concatenate([f.values for f in frames]),
+    )

@@ -1,0 +1,105 @@
+"""Inference's SQL: rebuild sequences from feature_vector, write prediction rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import psycopg
+from psycopg import sql
+
+from cbm import tables
+from cbm.prediction import PredictionMessage
+from services.features.extract import FEATURE_NAMES
+
+_FEATURES = sql.SQL(", ").join(sql.Identifier(n) for n in FEATURE_NAMES)
+
+
+@dataclass
+class StoredHistory:
+    """What the database holds of one asset before a point in time (oldest first)."""
+
+    recent: list[np.ndarray[Any, np.dtype[np.float64]]] = field(default_factory=list)
+    baseline: list[np.ndarray[Any, np.dtype[np.float64]]] = field(default_factory=list)
+    last_time: datetime | None = None
+    last_rul: tuple[float, float, float] | None = None
+
+
+def load_history(
+    conn: psycopg.Connection[Any],
+    before: dict[str, datetime],
+    *,
+    lookback: int,
+    baseline: int,
+) -> dict[str, StoredHistory]:
+    """Return each asset's last ``lookback`` and first ``baseline`` running vectors before a time.
+
+    Three queries for all assets at once, whatever their number.
+    """
+    assets = sorted(before)
+    times = [before[a] for a in assets]
+    out = {a: StoredHistory() for a in assets}
+    ranked = sql.SQL(
+        """SELECT asset_id, rn, {features} FROM (
+               SELECT f.*, row_number() OVER (PARTITION BY f.asset_id ORDER BY f.time {order}) rn
+               FROM {table} f
+               JOIN unnest(%s::text[], %s::timestamptz[]) AS q(asset_id, before)
+                 ON f.asset_id = q.asset_id AND f.time < q.before
+               WHERE f.running) s
+           WHERE rn <= %s ORDER BY asset_id, time"""
+    )
+    table = sql.Identifier(tables.FEATURE_VECTOR)
+    for order, limit, target in (("DESC", lookback, "recent"), ("ASC", baseline, "baseline")):
+        query = ranked.format(features=_FEATURES, order=sql.SQL(order), table=table)
+        for row in conn.execute(query, (assets, times, limit)):
+            values = np.array([np.nan if v is None else float(str(v)) for v in row[2:]])
+            getattr(out[str(row[0])], target).append(values)
+    for asset_id, time, rul, low, high in conn.execute(
+        f"""SELECT DISTINCT ON (p.asset_id) p.asset_id, p.time, p.rul_hours, p.rul_low, p.rul_high
+            FROM {tables.PREDICTION} p
+            JOIN unnest(%s::text[], %s::timestamptz[]) AS q(asset_id, before)
+              ON p.asset_id = q.asset_id AND p.time < q.before
+            ORDER BY p.asset_id, p.time DESC""",
+        (assets, times),
+    ):
+        history = out[str(asset_id)]
+        assert isinstance(time, datetime)
+        history.last_time = time
+        history.last_rul = (float(str(rul)), float(str(low)), float(str(high)))
+    return out
+
+
+def write_predictions(
+    conn: psycopg.Connection[Any],
+    predictions: Sequence[PredictionMessage],
+    received_at: Sequence[datetime],
+) -> None:
+    """Insert prediction rows once each (a replayed batch hits the primary key)."""
+    if not predictions:
+        return
+    conn.execute(
+        f"""INSERT INTO {tables.PREDICTION}
+            (asset_id, time, received_at, rul_hours, rul_low, rul_high, health_index,
+             anomaly_score, running, model_version, top_features)
+            SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::real[],
+                                 %s::real[], %s::real[], %s::real[], %s::real[], %s::bool[],
+                                 %s::text[], %s::jsonb[])
+            ON CONFLICT DO NOTHING""",
+        (
+            [p.asset_id for p in predictions],
+            [p.time for p in predictions],
+            list(received_at),
+            [p.rul_hours for p in predictions],
+            [p.rul_low for p in predictions],
+            [p.rul_high for p in predictions],
+            [p.health_index for p in predictions],
+            [p.anomaly_score for p in predictions],
+            [p.running for p in predictions],
+            [p.model_version for p in predictions],
+            [orjson.dumps([list(t) for t in p.top_features]).decode() for p in predictions],
+        ),
+    )

@@ -1,0 +1,1 @@
+"""Train, evaluate and version the RUL model (the only package that imports TensorFlow)."""

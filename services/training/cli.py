@@ -1,0 +1,186 @@
+"""The ``cbm train`` and ``cbm evaluate`` verbs; ``services/cli.py`` calls ``register``.
+
+Everything but the defaults is imported inside the handlers, so registering
+the verbs costs nothing (no numpy, let alone TensorFlow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cbm.settings import Settings
+from services.training import defaults
+
+DEFAULT_REPORT_DIR = Path("reports")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``train`` and ``evaluate`` verbs to the ``cbm`` command."""
+    train = subparsers.add_parser(
+        "train",
+        help="train, calibrate and version the RUL model (default args rebuild the shipped one)",
+    )
+    train.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="where <version>/ and CURRENT go (default: the inference.models_dir setting)",
+    )
+    source = train.add_mutually_exclusive_group()
+    source.add_argument(
+        "--fleet",
+        type=Path,
+        default=None,
+        help="a fleet file written by the simulator, instead of simulating",
+    )
+    source.add_argument(
+        "--assets",
+        type=int,
+        default=defaults.FLEET_ASSETS,
+        help="simulated assets (default: %(default)s)",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.FLEET_SEED,
+        help="simulation seed (default: %(default)s)",
+    )
+    train.add_argument(
+        "--life-mean-hours",
+        type=float,
+        default=defaults.LIFE_MEAN_HOURS,
+        help="mean operating life of a simulated asset (default: %(default)s)",
+    )
+    train.add_argument(
+        "--healthy-share",
+        type=float,
+        default=defaults.HEALTHY_SHARE,
+        help="share of never-failing assets (default: %(default)s)",
+    )
+    train.add_argument(
+        "--cap-hours",
+        type=float,
+        default=defaults.CAP_HOURS,
+        help="RUL target cap in hours (default: %(default)s)",
+    )
+    train.add_argument(
+        "--lookback",
+        type=int,
+        default=defaults.LOOKBACK,
+        help="feature vectors per sequence (default: %(default)s)",
+    )
+    train.add_argument(
+        "--coverage",
+        type=float,
+        default=defaults.COVERAGE,
+        help="target coverage of the interval (default: %(default)s)",
+    )
+    train.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.MAX_EPOCHS,
+        help="maximum epochs; early stopping ends sooner (default: %(default)s)",
+    )
+    train.add_argument(
+        "--units", type=int, default=defaults.UNITS, help="LSTM units (default: %(default)s)"
+    )
+    train.add_argument(
+        "--network-seed",
+        type=int,
+        default=defaults.NETWORK_SEED,
+        help="weight initialisation and shuffling seed (default: %(default)s)",
+    )
+    train.add_argument(
+        "--promote",
+        action="store_true",
+        help="point CURRENT at the new model (done anyway when there is no CURRENT yet); "
+        "a running inference stage then switches to it",
+    )
+    train.add_argument(
+        "--progress",
+        type=int,
+        choices=(0, 1, 2),
+        default=2,
+        help="Keras progress: 0 none, 1 bar, 2 one line per epoch (default: 2)",
+    )
+    train.set_defaults(handler=run_train)
+
+    evaluate = subparsers.add_parser(
+        "evaluate", help="score a model and two baselines on held-out assets; write a report"
+    )
+    evaluate.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="where the models are (default: the inference.models_dir setting)",
+    )
+    evaluate.add_argument(
+        "--version",
+        default=None,
+        help="model version (default: inference.model_version, else the one named in CURRENT)",
+    )
+    evaluate.add_argument(
+        "--report-dir",
+        type=Path,
+        default=DEFAULT_REPORT_DIR,
+        help="where the JSON and PNG go (default: %(default)s)",
+    )
+    evaluate.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    evaluate.add_argument(
+        "--progress",
+        type=int,
+        choices=(0, 1, 2),
+        default=0,
+        help="Keras progress while training the shortcut (default: 0)",
+    )
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def run_train(settings: Settings, args: argparse.Namespace) -> int:
+    """Train a model as the arguments say; return the exit status."""
+    from services.inference.model import CURRENT_FILE  # noqa: PLC0415
+    from services.training.dataset import FleetConfig  # noqa: PLC0415
+    from services.training.network import NetworkConfig  # noqa: PLC0415
+    from services.training.train import TrainConfig, train  # noqa: PLC0415
+
+    models_dir: Path = args.models_dir or settings.inference.models_dir
+    config = TrainConfig(
+        fleet=FleetConfig(
+            n_assets=args.assets,
+            seed=args.seed,
+            life_mean_hours=args.life_mean_hours,
+            healthy_share=args.healthy_share,
+        ),
+        fleet_file=args.fleet,
+        lookback=args.lookback,
+        cap_hours=args.cap_hours,
+        coverage=args.coverage,
+        network=NetworkConfig(max_epochs=args.epochs, units=args.units, seed=args.network_seed),
+    )
+    train(
+        config,
+        models_dir=models_dir,
+        features=settings.features,
+        make_current=args.promote or not (models_dir / CURRENT_FILE).exists(),
+        verbose=args.progress,
+        out=sys.stdout,
+    )
+    return 0
+
+
+def run_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    """Evaluate a model as the arguments say; return the exit status."""
+    from services.training.evaluate import evaluate  # noqa: PLC0415
+
+    evaluate(
+        args.models_dir or settings.inference.models_dir,
+        version=args.version or settings.inference.model_version,
+        report_dir=args.report_dir,
+        features=settings.features,
+        verbose=args.progress,
+        plot=not args.no_plot,
+        out=sys.stdout,
+    )
+    return 0
