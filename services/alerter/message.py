@@ -41,6 +41,17 @@ FEATURE_PHRASES: Mapping[str, tuple[str, str | None]] = {
     "crest_factor": ("crest factor", "impacting?"),
     "peak": ("peak acceleration", None),
 }
+# Names for the model's other inputs when they appear as drivers of a prediction.
+DRIVER_NAMES: Mapping[str, str] = {
+    **{name: label for name, (label, _) in FEATURE_PHRASES.items()},
+    "temperature_mean_c": "bearing temperature",
+    "band_100_500_power": "vibration power 100-500 Hz",
+    "band_1000_2000_power": "vibration power 1-2 kHz",
+    "band_2000_5000_power": "vibration power 2-5 kHz",
+    "clearance_factor": "clearance factor",
+    "skewness": "skewness",
+    "spectral_centroid_hz": "spectral centroid",
+}
 TEMPERATURE_FEATURE = "temperature_mean_c"
 SHIFT_FEATURES: tuple[str, ...] = (*FEATURE_PHRASES, TEMPERATURE_FEATURE)
 # A rise of this many kelvin weighs like a doubling of an amplitude: ratios of
@@ -123,8 +134,11 @@ def render(row: AlertRow, ctx: MessageContext) -> RenderedMessage:
     if ctx.shift is not None:
         diagnosis.append(f"*Biggest change from baseline:* {ctx.shift.text}")
     if row.top_features:
-        drivers = ", ".join(f"`{_esc(n)}` {w:.2f}" for n, w in row.top_features[:5])
-        diagnosis.append(f"*Model drivers:* {drivers}")
+        drivers = ", ".join(
+            f"{_esc(DRIVER_NAMES.get(n, n))} (+{w:.1f} h if healthy)"
+            for n, w in row.top_features[:3]
+        )
+        diagnosis.append(f"*What pulls RUL down:* {drivers}")
 
     footer = [f"<{url}|Open {_esc(name)} in Grafana>", f"episode {row.episode}", _when(row.time)]
     if row.level > Level.OK:

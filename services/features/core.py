@@ -17,11 +17,12 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from cbm.messages import Window, to_micros
+from cbm.messages import FeatureVectors, Window, to_micros
 from cbm.settings import AssetsSettings, FeaturesSettings
 from services.features.extract import (
     FEATURE_INDEX,
     FEATURE_NAMES,
+    FEATURE_SET_VERSION,
     WindowInput,
     extract_mixed,
     fill_temperature,
@@ -53,6 +54,21 @@ class FeatureBatch:
 
     def __len__(self) -> int:
         return len(self.windows)
+
+    def vectors(self, rows: Sequence[int] | None = None) -> FeatureVectors:
+        """Return the batch (or some of its rows) as the message inference consumes."""
+        index = list(range(len(self.windows))) if rows is None else list(rows)
+        ws = [self.windows[i] for i in index]
+        return FeatureVectors(
+            feature_set=FEATURE_SET_VERSION,
+            columns=FEATURE_NAMES,
+            asset_ids=tuple(w.asset_id for w in ws),
+            times=tuple(w.time for w in ws),
+            seqs=tuple(w.seq for w in ws),
+            received_at=tuple(w.received_at for w in ws),
+            running=tuple(bool(self.running[i]) for i in index),
+            values=self.values[np.asarray(index, dtype=np.intp)],
+        )
 
 
 def step(

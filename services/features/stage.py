@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
@@ -21,7 +20,6 @@ from cbm.settings import Settings
 from cbm.topics import Topics, partition_of
 from cbm.worker import Effects
 from services.features import core, store
-from services.features.extract import FEATURE_NAMES, FEATURE_SET_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +92,7 @@ class FeaturesStage:
         partitions = self.settings.worker.partitions
         for i, w in enumerate(features.windows):
             by_partition[partition_of(w.asset_id, partitions)].append(i)
-        vectors = [_vectors(features, rows) for _, rows in sorted(by_partition.items())]
+        vectors = [features.vectors(rows) for _, rows in sorted(by_partition.items())]
         now = datetime.now(UTC)
         return FeatureEffects(
             messages=[
@@ -111,18 +109,3 @@ class FeaturesStage:
         """Store every vector once (replays are skipped by the primary key)."""
         for vectors in effects.vectors:
             store.write_vectors(conn, vectors)
-
-
-def _vectors(features: core.FeatureBatch, rows: list[int]) -> FeatureVectors:
-    ws = [features.windows[i] for i in rows]
-    index = np.asarray(rows)
-    return FeatureVectors(
-        feature_set=FEATURE_SET_VERSION,
-        columns=FEATURE_NAMES,
-        asset_ids=tuple(w.asset_id for w in ws),
-        times=tuple(w.time for w in ws),
-        seqs=tuple(w.seq for w in ws),
-        received_at=tuple(w.received_at for w in ws),
-        running=tuple(bool(x) for x in features.running[index]),
-        values=features.values[index],
-    )

@@ -63,6 +63,7 @@ class InferenceStage:
         self.rules = core.Rules(
             baseline_vectors=settings.inference.baseline_vectors,
             std_floor=settings.inference.anomaly_std_floor,
+            explain_top=settings.inference.explain_top,
         )
         self.state = core.InferenceState()
         self.model = model

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from cbm.messages import TemperatureStatus, Window
 from cbm.rawcodec import (
     encode_temperature_binary,
     encode_temperature_json,
@@ -146,13 +147,13 @@ def asset_register(specs: Sequence[AssetSpec], *, site: str = "sim") -> list[dic
     """Return the settings' asset list for a simulated fleet (YAML-ready).
 
     The features stage needs each machine's shaft speed, bearing and resonance
-    band, exactly as a real asset register would hold them.
+    band, exactly as a real asset register would hold them; training builds its
+    features from the same register, so live and training numbers agree.
+    The envelope band is (0.67, 1.33) x the resonance, clipped to Nyquist.
     """
     items = []
     for spec in specs:
         nyquist = spec.sample_rate_hz / 2
-        low = min(spec.resonance_hz * 0.67, nyquist * 0.9)
-        high = min(spec.resonance_hz * 1.33, nyquist * 0.98)
         g = spec.geometry
         items.append(
             {
@@ -160,14 +161,31 @@ def asset_register(specs: Sequence[AssetSpec], *, site: str = "sim") -> list[dic
                 "name": f"{spec.asset_id} ({spec.fault_mode})",
                 "site": site,
                 "sample_rate_hz": spec.sample_rate_hz,
-                "shaft_hz": round(spec.shaft_hz, 4),
+                "shaft_hz": spec.shaft_hz,
                 "bearing": {
                     "n_balls": g.n_balls,
                     "ball_diameter_mm": g.ball_diameter_mm,
                     "pitch_diameter_mm": g.pitch_diameter_mm,
                     "contact_angle_deg": g.contact_angle_deg,
                 },
-                "resonance_band_hz": [round(low, 1), round(high, 1)],
+                "resonance_band_hz": [
+                    min(spec.resonance_hz * 0.67, nyquist),
+                    min(spec.resonance_hz * 1.33, nyquist),
+                ],
             }
         )
     return items
+
+
+def ingested(sim: SimWindow) -> Window:
+    """Return the window ingest would emit for a simulated one (received at event time)."""
+    return Window(
+        asset_id=sim.asset_id,
+        time=sim.time,
+        seq=sim.seq,
+        sample_rate_hz=sim.sample_rate_hz,
+        samples=sim.samples,
+        received_at=sim.time,
+        temperature_c=sim.temperature_c,
+        temperature_status=TemperatureStatus.SPAN,
+    )

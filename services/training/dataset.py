@@ -18,64 +18,23 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from cbm.messages import TemperatureStatus, Window, to_micros
-from cbm.settings import AssetSettings, AssetsSettings, BearingSettings, FeaturesSettings
+from cbm.messages import to_micros
+from cbm.settings import AssetsSettings, FeaturesSettings
 from services.features.core import FeaturesState, step
 from services.features.extract import FEATURE_NAMES
 from services.simulator.dataset import read_fleet
+from services.simulator.edge import asset_register, ingested
 from services.simulator.physics import AssetSpec, SimWindow, make_fleet, simulate_fleet
 from services.training import defaults
 
-# The resonance band handed to the envelope: about ±1/3 octave around the mode.
-BAND_LOW_FACTOR: Final = 0.67
-BAND_HIGH_FACTOR: Final = 1.33
 # The simulated record starts here; only the time of day matters (daily swing).
 DEFAULT_START: Final = datetime(2025, 1, 6, tzinfo=UTC)
 _BATCH: Final = 512
 
 
 def fleet_assets(specs: Sequence[AssetSpec]) -> AssetsSettings:
-    """Return the asset register that describes ``specs`` to the live pipeline.
-
-    Each asset gets its nominal shaft speed, bearing geometry, sample rate and
-    an envelope band of ``(0.67, 1.33) × resonance_hz`` clipped to Nyquist.
-    """
-    items = []
-    for spec in specs:
-        nyquist = 0.5 * spec.sample_rate_hz
-        low = min(spec.resonance_hz * BAND_LOW_FACTOR, nyquist)
-        high = min(spec.resonance_hz * BAND_HIGH_FACTOR, nyquist)
-        geometry = spec.geometry
-        items.append(
-            AssetSettings(
-                id=spec.asset_id,
-                name=spec.asset_id,
-                sample_rate_hz=spec.sample_rate_hz,
-                shaft_hz=spec.shaft_hz,
-                bearing=BearingSettings(
-                    n_balls=geometry.n_balls,
-                    ball_diameter_mm=geometry.ball_diameter_mm,
-                    pitch_diameter_mm=geometry.pitch_diameter_mm,
-                    contact_angle_deg=geometry.contact_angle_deg,
-                ),
-                resonance_band_hz=(low, high),
-            )
-        )
-    return AssetsSettings(items=tuple(items))
-
-
-def to_window(sim: SimWindow) -> Window:
-    """Return the window ingest would emit for a simulated one (received at event time)."""
-    return Window(
-        asset_id=sim.asset_id,
-        time=sim.time,
-        seq=sim.seq,
-        sample_rate_hz=sim.sample_rate_hz,
-        samples=sim.samples,
-        received_at=sim.time,
-        temperature_c=sim.temperature_c,
-        temperature_status=TemperatureStatus.SPAN,
-    )
+    """Return the asset register that describes ``specs`` to the live pipeline."""
+    return AssetsSettings.model_validate({"items": asset_register(specs)})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -136,7 +95,7 @@ def featurize(
     rul: list[float] = []
     modes: list[str] = []
     for chunk in _chunks(windows, _BATCH):
-        state, batch = step(state, [to_window(w) for w in chunk], assets=assets, settings=features)
+        state, batch = step(state, [ingested(w) for w in chunk], assets=assets, settings=features)
         blocks.append(batch.values)
         running.append(batch.running)
         for w in chunk:

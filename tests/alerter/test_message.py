@@ -82,7 +82,7 @@ def test_emergency_shows_marker_asset_site_and_rul_interval() -> None:
     assert message.blocks[0]["text"]["text"] == ":rotating_light: EMERGENCY Feed pump 1"
     text = everything(message)
     assert "`m-3f2a9c1b`" in text
-    assert "`env_bpfo` 0.41" in text
+    assert "envelope amplitude at BPFO (+0.4 h if healthy)" in text
     assert "cbm alerts ack pump-001" in text
     assert message.summary.startswith("EMERGENCY Feed pump 1 (pump-001, site north)")
     assert ":" not in message.summary.split(" ")[0]

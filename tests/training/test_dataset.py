@@ -10,6 +10,7 @@ import pytest
 from cbm.bearing import BearingGeometry
 from cbm.settings import FeaturesSettings
 from services.features.core import FeaturesState, step
+from services.simulator.edge import ingested
 from services.simulator.physics import AssetSpec, make_fleet, simulate_fleet
 from services.training.dataset import (
     FeatureTable,
@@ -19,7 +20,6 @@ from services.training.dataset import (
     fleet_assets,
     simulate_table,
     split_assets,
-    to_window,
 )
 from services.training.sequences import (
     DEFAULT_FEATURES,
@@ -63,7 +63,7 @@ def test_featurize_is_the_live_features_core():
     state = FeaturesState()
     _, batch = step(
         state,
-        [to_window(w) for w in windows],
+        [ingested(w) for w in windows],
         assets=fleet_assets(specs),
         settings=FeaturesSettings(),
     )

@@ -1,0 +1,1 @@
+"""Prognostics loop: maintenance events, backtests of the alert rules, threshold tuning."""
