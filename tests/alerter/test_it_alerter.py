@@ -556,7 +556,7 @@ def test_message_names_the_trend_and_the_feature_that_moved(
         blocks = str(message.json()["blocks"])
         assert "80.2 h → 45.0 h over 24 h (−35.2 h)" in blocks
         assert "envelope amplitude at BPFO 6.1× baseline — outer race?" in blocks
-        assert "`env_bpfo` 0.41" in blocks
+        assert "envelope amplitude at BPFO (+0.4 h if healthy)" in blocks
 
         # Without the other stages' tables the message just has fewer lines.
         db.execute("DROP TABLE feature_vector, prediction CASCADE")
