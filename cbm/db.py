@@ -33,6 +33,14 @@ def open_pool(settings: Settings, *, name: str) -> ConnectionPool:
 
     ``open=True`` waits for the first connection only up to ``timeout``; when
     the database is down the worker starts anyway and its writes retry.
+
+    No wait here outlasts the worker's back-off ceiling (``worker.retry_max_s``).
+    Left alone, the pool retries a lost connection with a pause that doubles
+    for up to 5 minutes, and a worker waits up to 30 s for a connection: after
+    a 20 s outage the pipeline resumed 9-10 s after the database was back, and
+    the lag grows with the outage. With both bounded, a series of reconnects
+    ends after ``retry_max_s`` and the worker's next request starts a new one
+    at a 1 s pause (the same outage: resumed within a second).
     """
     db = settings.database
     pool = ConnectionPool(
@@ -41,6 +49,8 @@ def open_pool(settings: Settings, *, name: str) -> ConnectionPool:
         max_size=max(db.pool_min, db.pool_max),
         kwargs={"options": _options(db), "application_name": f"cbm-{name}"},
         check=ConnectionPool.check_connection,
+        timeout=settings.worker.retry_max_s,
+        reconnect_timeout=settings.worker.retry_max_s,
         name=name,
         open=False,
     )

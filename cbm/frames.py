@@ -26,6 +26,7 @@ import orjson
 
 from cbm.errors import ContractError
 from cbm.messages import FeatureVectors, TemperatureStatus, Window, from_micros, to_micros
+from cbm.topics import validate_asset_id
 
 MAGIC = b"CBMF"
 VERSION = 1
@@ -98,13 +99,16 @@ def decode_windows(payload: bytes) -> list[Window]:
         offset = 0
         for item in items:
             n = int(item["n"])
+            rate = float(item["hz"])
+            if n < 0 or not (math.isfinite(rate) and rate > 0):
+                raise ContractError("bad_frame", f"a window of {n} samples at {rate} Hz")
             temp = item["temp"]
             windows.append(
                 Window(
-                    asset_id=str(item["a"]),
+                    asset_id=validate_asset_id(str(item["a"])),
                     time=from_micros(int(item["t"])),
                     seq=int(item["s"]),
-                    sample_rate_hz=float(item["hz"]),
+                    sample_rate_hz=rate,
                     samples=samples[offset : offset + n],
                     received_at=from_micros(int(item["r"])),
                     temperature_c=math.nan if temp is None else float(temp),
@@ -112,7 +116,7 @@ def decode_windows(payload: bytes) -> list[Window]:
                 )
             )
             offset += n
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ContractError("bad_frame", f"window header is malformed: {exc!r}"[:200]) from None
     return windows
 
@@ -137,7 +141,7 @@ def decode_features(payload: bytes) -> FeatureVectors:
     header, body = decode_frame(payload, FrameKind.FEATURES)
     try:
         columns = tuple(str(c) for c in header["columns"])
-        assets = tuple(str(a) for a in header["a"])
+        assets = tuple(validate_asset_id(str(a)) for a in header["a"])
         n, f = len(assets), len(columns)
         if len(body) != 8 * n * f:
             raise ContractError("bad_frame", f"body holds {len(body)} bytes for {n}x{f} values")
@@ -154,5 +158,5 @@ def decode_features(payload: bytes) -> FeatureVectors:
             running=tuple(bool(x) for x in header["on"]),
             values=np.frombuffer(body, dtype="<f8").reshape(n, f),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ContractError("bad_frame", f"feature header is malformed: {exc!r}"[:200]) from None

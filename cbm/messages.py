@@ -9,6 +9,8 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
+from cbm.errors import ContractError
+
 SCHEMA_VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -89,6 +91,28 @@ class DeadLetter:
     received_at: datetime
     payload: bytes
     asset_id: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        stage: str,
+        exc: ContractError,
+        *,
+        topic: str,
+        payload: bytes,
+        received_at: datetime,
+        asset_id: str | None = None,
+    ) -> DeadLetter:
+        """Return the dead letter of an input refused with ``exc``."""
+        return cls(
+            stage=stage,
+            reason=exc.reason,
+            detail=exc.detail,
+            topic=topic,
+            received_at=received_at,
+            payload=payload,
+            asset_id=asset_id,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 
@@ -70,6 +69,10 @@ def decode_prediction(payload: bytes) -> PredictionMessage:
         time = datetime.fromisoformat(doc["time"])
         if time.tzinfo is None:
             raise ContractError("bad_timestamp", "prediction time has no time zone")
+        try:
+            time = time.astimezone(UTC)
+        except OverflowError:
+            raise ContractError("bad_timestamp", "prediction time is out of range") from None
         numbers = {
             k: float(doc[k])
             for k in ("rul_hours", "rul_low", "rul_high", "health_index", "anomaly_score")
@@ -79,7 +82,7 @@ def decode_prediction(payload: bytes) -> PredictionMessage:
         top = tuple((str(name), float(w)) for name, w in doc.get("top_features", []))
         return PredictionMessage(
             asset_id=validate_asset_id(str(doc["asset_id"])),
-            time=time.astimezone(UTC),
+            time=time,
             running=bool(doc["running"]),
             model_version=str(doc["model_version"]),
             top_features=top,
@@ -87,18 +90,3 @@ def decode_prediction(payload: bytes) -> PredictionMessage:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ContractError("wrong_type", f"prediction is malformed: {exc!r}"[:200]) from None
-
-
-def prediction_fields(p: PredictionMessage) -> dict[str, Any]:
-    """Return the prediction as plain values (for logs and tests)."""
-    return {
-        "asset_id": p.asset_id,
-        "time": p.time,
-        "rul_hours": p.rul_hours,
-        "rul_low": p.rul_low,
-        "rul_high": p.rul_high,
-        "health_index": p.health_index,
-        "anomaly_score": p.anomaly_score,
-        "running": p.running,
-        "model_version": p.model_version,
-    }

@@ -271,7 +271,10 @@ def _timestamp(value: Any) -> datetime:
         raise ContractError("bad_timestamp", f"timestamp {value[:64]!r} is not ISO 8601") from None
     if parsed.tzinfo is None:
         raise ContractError("bad_timestamp", f"timestamp {value[:64]!r} has no time zone")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. year 1 at +01:00 is in year 0 at UTC
+        raise ContractError("bad_timestamp", f"timestamp {value[:64]!r} is out of range") from None
 
 
 def _micros(us: int) -> datetime:

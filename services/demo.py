@@ -12,6 +12,7 @@ fire.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import socket
@@ -113,7 +114,7 @@ def _start_broker(embedded: Embedded) -> int:
 
 def _start_postgres(embedded: Embedded) -> str:
     try:
-        import pgserver  # type: ignore[import-not-found]  # noqa: PLC0415
+        pgserver: Any = importlib.import_module("pgserver")
     except ImportError:
         raise SystemExit(
             "cbm demo: no database configured and pgserver is not installed "

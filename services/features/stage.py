@@ -74,13 +74,12 @@ class FeaturesStage:
                 windows.extend(decode_windows(message.payload))
             except ContractError as exc:
                 dead.append(
-                    DeadLetter(
-                        stage=self.service,
-                        reason=exc.reason,
-                        detail=exc.detail,
+                    DeadLetter.of(
+                        self.service,
+                        exc,
                         topic=message.topic,
-                        received_at=message.received_at,
                         payload=message.payload,
+                        received_at=message.received_at,
                     )
                 )
         # Sort by event time so each asset's temperature history grows in order.

@@ -98,13 +98,12 @@ class InferenceStage:
                 frames.append(vectors)
             except ContractError as exc:
                 dead.append(
-                    DeadLetter(
-                        stage=self.service,
-                        reason=exc.reason,
-                        detail=exc.detail,
+                    DeadLetter.of(
+                        self.service,
+                        exc,
                         topic=message.topic,
-                        received_at=message.received_at,
                         payload=message.payload,
+                        received_at=message.received_at,
                     )
                 )
         effects = InferenceEffects(dead_letters=dead)

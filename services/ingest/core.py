@@ -171,13 +171,12 @@ def _dead_letter(
     out: IngestOutput, message: RawInput, exc: ContractError, asset_id: str | None
 ) -> None:
     out.dead_letters.append(
-        DeadLetter(
-            stage=STAGE,
-            reason=exc.reason,
-            detail=exc.detail,
+        DeadLetter.of(
+            STAGE,
+            exc,
             topic=message.topic,
-            received_at=message.received_at,
             payload=message.payload,
+            received_at=message.received_at,
             asset_id=asset_id,
         )
     )

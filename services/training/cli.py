@@ -1,4 +1,4 @@
-"""The ``cbm train`` and ``cbm evaluate`` verbs; ``services/cli.py`` calls ``register``.
+"""The ``cbm train``, ``evaluate`` and ``retrain`` verbs; ``services/cli.py`` calls ``register``.
 
 Everything but the defaults is imported inside the handlers, so registering
 the verbs costs nothing (no numpy, let alone TensorFlow).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cbm.settings import Settings
@@ -17,7 +18,7 @@ DEFAULT_REPORT_DIR = Path("reports")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``train`` and ``evaluate`` verbs to the ``cbm`` command."""
+    """Add the ``train``, ``evaluate`` and ``retrain`` verbs to the ``cbm`` command."""
     train = subparsers.add_parser(
         "train",
         help="train, calibrate and version the RUL model (default args rebuild the shipped one)",
@@ -136,6 +137,66 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="Keras progress while training the shortcut (default: 0)",
     )
     evaluate.set_defaults(handler=run_evaluate)
+    _register_retrain(subparsers)
+
+
+def _register_retrain(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    retrain = subparsers.add_parser(
+        "retrain",
+        help="train a candidate, score it and the live model on the same held-out assets, "
+        "promote it only if it is better",
+    )
+    retrain.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="where the models and CURRENT are (default: the inference.models_dir setting)",
+    )
+    retrain.add_argument(
+        "--simulate",
+        type=int,
+        default=defaults.FLEET_ASSETS,
+        metavar="N",
+        help="train on a simulated fleet of N assets (default: %(default)s)",
+    )
+    retrain.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.FLEET_SEED,
+        help="simulation seed (default: %(default)s)",
+    )
+    retrain.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.MAX_EPOCHS,
+        help="maximum epochs; early stopping ends sooner (default: %(default)s)",
+    )
+    retrain.add_argument(
+        "--metric",
+        choices=("rmse", "phm08", "mae"),
+        default="rmse",
+        help="the candidate must be strictly lower on this, on the held-out assets "
+        "(phm08: per window; default: %(default)s)",
+    )
+    retrain.add_argument(
+        "--shuffled-target",
+        action="store_true",
+        help="train on a shuffled target: a deliberately worse candidate, for tests and demos",
+    )
+    retrain.add_argument(
+        "--by",
+        default=None,
+        metavar="NAME",
+        help="who or what decided, recorded with the decision (default: the login name)",
+    )
+    retrain.add_argument(
+        "--progress",
+        type=int,
+        choices=(0, 1, 2),
+        default=2,
+        help="Keras progress: 0 none, 1 bar, 2 one line per epoch (default: 2)",
+    )
+    retrain.set_defaults(handler=run_retrain)
 
 
 def run_train(settings: Settings, args: argparse.Namespace) -> int:
@@ -184,3 +245,58 @@ def run_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         out=sys.stdout,
     )
     return 0
+
+
+def run_retrain(settings: Settings, args: argparse.Namespace) -> int:
+    """Retrain and decide as the arguments say; return the exit status (0 promoted or not)."""
+    import getpass  # noqa: PLC0415
+
+    import psycopg  # noqa: PLC0415
+
+    from cbm.db import conninfo  # noqa: PLC0415
+    from services.training.dataset import FleetConfig  # noqa: PLC0415
+    from services.training.network import NetworkConfig  # noqa: PLC0415
+    from services.training.retrain import (  # noqa: PLC0415
+        CONNECT_TIMEOUT_S,
+        Metric,
+        RetrainConfig,
+        retrain,
+    )
+    from services.training.train import TrainConfig  # noqa: PLC0415
+
+    def connect() -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(
+            conninfo(settings), connect_timeout=CONNECT_TIMEOUT_S, autocommit=True
+        )
+
+    if settings.inference.model_version is not None:
+        print(
+            f"note: inference.model_version pins {settings.inference.model_version}; "
+            "a promotion moves CURRENT but the inference stage keeps the pinned model"
+        )
+    config = RetrainConfig(
+        train=TrainConfig(
+            fleet=FleetConfig(n_assets=args.simulate, seed=args.seed),
+            network=NetworkConfig(max_epochs=args.epochs),
+        ),
+        metric=Metric(args.metric),
+        shuffled_target=args.shuffled_target,
+        by=args.by or _login_name(getpass.getuser),
+    )
+    retrain(
+        config,
+        models_dir=args.models_dir or settings.inference.models_dir,
+        features=settings.features,
+        connect=connect,
+        verbose=args.progress,
+        out=sys.stdout,
+    )
+    return 0
+
+
+def _login_name(getuser: Callable[[], str]) -> str:
+    """Return the login name, or "unknown" where there is none (a bare container)."""
+    try:
+        return getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +12,6 @@ from typing import Any
 
 import orjson
 import pytest
-import yaml
 
 from cbm.prediction import PredictionMessage, encode_prediction
 from cbm.settings import Settings
@@ -27,14 +23,13 @@ from tests.support.mqtt import Publisher, Recorder, eventually
 from tests.support.receiver import (
     NO_SERVICE,
     PAGERDUTY_PATH,
-    PROXY_VARIABLES,
     SERVER_ERROR,
     WEBHOOK_PATH,
     Receiver,
     Reply,
     rate_limited,
 )
-from tests.support.services import ROOT
+from tests.support.workers import ProcessWorker
 
 FAST = {"tick_s": 0.2, "delivery_interval_s": 0.1}
 PUMP = {"items": [{"id": "pump-1", "name": "Feed pump", "site": "north"}]}
@@ -116,74 +111,6 @@ class AlerterThread:
         self.thread.join(15)
         self.stage.close()
         assert not self.thread.is_alive(), "worker did not stop"
-
-
-_SCRIPT = """
-from cbm import logs
-from cbm.settings import load_settings
-from cbm.worker import Worker
-from services.alerter.stage import AlerterStage
-
-settings = load_settings()
-logs.configure("INFO")
-stage = AlerterStage(settings)
-worker = Worker(settings, stage)
-worker.install_signal_handlers()
-try:
-    worker.run()
-finally:
-    stage.close()
-"""
-
-
-class AlerterProcess:
-    """The alerter as a child process (until ``cbm run alerter`` exists), to kill -9."""
-
-    def __init__(self, workdir: Path, secrets: dict[str, str]) -> None:
-        self.config = workdir / "alerter.yaml"
-        self.log = workdir / "alerter.log"
-        self.secrets = secrets
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, settings: Settings) -> None:
-        self.config.write_text(
-            yaml.safe_dump(settings.model_dump(mode="json", exclude={"secrets"}))
-        )
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("CBM_") and k not in PROXY_VARIABLES
-        }
-        env.update(self.secrets, CBM_CONFIG=str(self.config), PYTHONPATH=str(ROOT))
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", _SCRIPT],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def terminate(self) -> int:
-        assert self.process is not None
-        self.process.terminate()
-        return self.process.wait(30)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -351,23 +278,23 @@ def test_kill_9_between_commit_and_send_sends_exactly_once(
     make_settings, broker, db, receiver, feed, tmp_path: Path
 ) -> None:
     """A stored alert survives kill -9 of the alerter and goes out once after the restart."""
-    secrets = {"CBM_SLACK_WEBHOOK_URL": receiver.webhook_url}
+    secrets = {"slack_webhook_url": receiver.webhook_url}
     # The delivery loop looks once at start, then not for a minute: the alert is
     # committed while nobody sends it.
-    idle = make_settings(alerting={"tick_s": 0.2, "delivery_interval_s": 60})
-    alerter = AlerterProcess(tmp_path, secrets)
-    alerter.start(idle)
+    idle = make_settings(alerting={"tick_s": 0.2, "delivery_interval_s": 60}, secrets=secrets)
+    alerter = ProcessWorker(idle, "alerter", tmp_path)
     try:
-        wait_online(broker, idle, alerter.pid)
         feed.ruls("pump-6", 45, 45)
         eventually(lambda: rows(db, "key"), message="alert committed")
         assert receiver.requests == []
         alerter.kill()
 
         # Same instance, so the same MQTT session: only the delivery pace changes.
-        alerter.start(make_settings(alerting=FAST, worker={"instance": idle.worker.instance}))
+        alerter.reconfigure(
+            make_settings(alerting=FAST, worker={"instance": idle.worker.instance}, secrets=secrets)
+        )
+        alerter.start()
         eventually(lambda: texts(receiver), timeout=20, message="sent after restart")
-        wait_online(broker, idle, alerter.pid)
         feed.ruls("pump-6", 15, 15)  # the state was reloaded: an escalation, not a new raise
         eventually(lambda: len(texts(receiver)) == 2, message="escalation")
         assert [t.split(" ")[1] for t in texts(receiver)] == ["WARNING", "CRITICAL"]
@@ -390,16 +317,14 @@ def test_kill_9_during_send_resends_the_alert(
     Slack webhooks have no idempotency key, so the alert is sent again after
     the restart: at least once, never lost.
     """
-    settings = make_settings(alerting=FAST)
+    settings = make_settings(alerting=FAST, secrets={"slack_webhook_url": receiver.webhook_url})
     receiver.script(Reply(200, "ok", delay_s=30))
-    alerter = AlerterProcess(tmp_path, {"CBM_SLACK_WEBHOOK_URL": receiver.webhook_url})
-    alerter.start(settings)
+    alerter = ProcessWorker(settings, "alerter", tmp_path)
     try:
-        wait_online(broker, settings, alerter.pid)
         feed.ruls("pump-7", 45, 45)
         eventually(lambda: receiver.requests, message="send in progress")
         alerter.kill()
-        alerter.start(settings)
+        alerter.start()
         eventually(lambda: texts(receiver), timeout=20, message="sent again after restart")
         bodies = [r.body for r in receiver.on(WEBHOOK_PATH)]
         assert len(bodies) == 2 and bodies[0] == bodies[1]

@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 
-from cbm.settings import Settings
+from cbm.settings import SECRET_ENV, Settings
 from cbm.topics import Topics
 from cbm.worker import Worker
 from services.cli import load_stage
@@ -40,18 +41,43 @@ class ThreadWorker:
 class ProcessWorker:
     """``cbm run <stage>`` as a child process with its own settings file."""
 
-    def __init__(self, settings: Settings, stage_name: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stage_name: str,
+        workdir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        wait: bool = True,
+    ) -> None:
+        """Write the settings file and start the process.
+
+        ``env`` adds variables to the child's environment (secrets such as
+        ``CBM_SLACK_WEBHOOK_URL`` never go into the file); ``wait=False``
+        returns before the worker is online, so several can start at once.
+        """
         self.config = workdir / f"{stage_name}.yaml"
+        self.stage_name = stage_name
+        self.reconfigure(settings)
+        self.log = workdir / f"{stage_name}.log"
+        self.extra_env = dict(env or {})
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start(wait=wait)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Use other settings from the next start on."""
+        self.settings = settings
         data = settings.model_dump(mode="json", exclude={"secrets"})
         self.config.write_text(yaml.safe_dump(data))
-        self.stage_name = stage_name
-        self.settings = settings
-        self.log = workdir / f"{stage_name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
 
     def start(self, *, wait: bool = True) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CBM_")}
+        # Secrets travel as the environment variables a deployment would set.
+        for name, field in SECRET_ENV.items():
+            secret = getattr(self.settings.secrets, field)
+            if secret is not None:
+                env[name] = secret.get_secret_value()
+        env.update(self.extra_env)
         env["CBM_CONFIG"] = str(self.config)
         env["PYTHONPATH"] = str(ROOT)
         with self.log.open("ab") as log:
@@ -86,6 +112,12 @@ class ProcessWorker:
             )
         finally:
             rec.close()
+
+    @property
+    def pid(self) -> int:
+        """Return the pid of the current process."""
+        assert self.process is not None
+        return self.process.pid
 
     def kill(self) -> None:
         assert self.process is not None

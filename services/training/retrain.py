@@ -1,0 +1,415 @@
+"""Retrain the RUL model and promote the candidate only if it beats the live one.
+
+``cbm retrain`` trains a candidate as ``cbm train`` does, scores it and the
+model named in ``models/CURRENT`` on the same held-out assets through the
+serving code, and moves ``CURRENT`` to the candidate only when it is strictly
+better on the chosen metric. A rejected candidate keeps its folder, with a
+``report.json`` that says why. Every decision is also a ``model_promotion``
+row when the database answers; without one the decision is made all the same.
+
+The data is a simulated fleet for now. Retraining on the fleet's own history
+(``feature_vector`` rows labelled by recorded failures) is still to do; see
+docs/model.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from cbm.errors import ModelError
+from cbm.settings import FeaturesSettings
+from services.inference.model import CURRENT_FILE, ModelMeta, RulModel, current_version
+from services.training import network
+from services.training.artifact import build_meta, set_current, write_artifact
+from services.training.dataset import FeatureTable, Split
+from services.training.metrics import Scores
+from services.training.sequences import SplitData, prepare
+from services.training.train import (
+    Prepared,
+    TrainConfig,
+    calibrate,
+    describe_data,
+    load_table,
+    prepare_data,
+    scaled_target,
+    score_prediction,
+)
+
+log = logging.getLogger(__name__)
+
+# Spelled here until cbm/tables.py, the module that owns table names, takes it over.
+MODEL_PROMOTION: Final = "model_promotion"
+REPORT_FILE: Final = "report.json"
+CONNECT_TIMEOUT_S: Final = 10
+_PER_SPLIT: Final = frozenset({"split", "windows"})
+
+Connect = Callable[[], psycopg.Connection[Any]]
+
+
+class Metric(StrEnum):
+    """The score a candidate must lower to be promoted."""
+
+    RMSE = "rmse"
+    PHM08 = "phm08"  # per window: the sum over a fixed set of windows ranks the same
+    MAE = "mae"
+
+    def of(self, scores: Scores) -> float:
+        """Return this metric's value in ``scores``."""
+        if self is Metric.PHM08:
+            return scores.phm08_mean
+        return scores.rmse if self is Metric.RMSE else scores.mae
+
+
+class Decision(StrEnum):
+    """What happened to a candidate."""
+
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetrainConfig:
+    """One retraining run: how to train the candidate and how to judge it."""
+
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    metric: Metric = Metric.RMSE
+    shuffled_target: bool = False
+    by: str = "unknown"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """The decision on one candidate, where its report went and whether the database has it."""
+
+    decision: Decision
+    candidate: str
+    current: str | None
+    metric: Metric
+    candidate_value: float
+    current_value: float | None
+    report: dict[str, Any]
+    report_path: Path | None
+    recorded: bool
+
+
+def decide(candidate_value: float, current_value: float | None) -> tuple[Decision, str]:
+    """Return the decision and its reason: promote only a strictly lower, finite value."""
+    if not math.isfinite(candidate_value):
+        return Decision.REJECTED, "the candidate's score is not a number"
+    if current_value is None:
+        return Decision.PROMOTED, "there is no current model"
+    if not math.isfinite(current_value):
+        return Decision.PROMOTED, "the current model's score is not a number"
+    if candidate_value < current_value:
+        return Decision.PROMOTED, f"{candidate_value:.4g} is below {current_value:.4g}"
+    return Decision.REJECTED, f"{candidate_value:.4g} is not below {current_value:.4g}"
+
+
+def held_out_assets(split: Split, fleet: Mapping[str, Any], current: ModelMeta | None) -> list[str]:
+    """Return the candidate's test assets that the current model never trained or validated on.
+
+    Only a model trained on the very same fleet can have seen them: asset ids
+    repeat across simulated fleets, the machines behind them do not.
+    """
+    if current is None:
+        return list(split.test)
+    data = current.document.get("data", {})
+    if _fleet_of(data) != _fleet_of(fleet):
+        return list(split.test)
+    seen = set(data["split"]["train"]) | set(data["split"]["validation"])
+    return [asset for asset in split.test if asset not in seen]
+
+
+def score_on(model: RulModel, table: FeatureTable, assets: Sequence[str]) -> Scores:
+    """Score ``model`` through the serving code on ``assets``, built with its own inputs."""
+    data = prepare(
+        table,
+        assets,
+        features=model.meta.features,
+        lookback=model.lookback,
+        cap_hours=model.cap_hours,
+    )
+    return score_prediction(model.predict(data.x), data, model.cap_hours)
+
+
+def shuffle_target(data: SplitData, seed: int) -> SplitData:
+    """Return ``data`` with its targets permuted across windows: what a worse model learns from."""
+    order = np.random.default_rng(seed).permutation(len(data))
+    return dataclasses.replace(data, target=data.target[order], true_rul=data.true_rul[order])
+
+
+def fit_candidate(
+    prepared: Prepared,
+    config: TrainConfig,
+    *,
+    features: FeaturesSettings,
+    shuffled_target: bool,
+    models_dir: Path,
+    now: datetime,
+    verbose: int,
+    out: TextIO,
+) -> str:
+    """Fit, calibrate and test a network on ``prepared``; write its artifact; return the version.
+
+    The same steps as ``train`` on data it already holds, so an unshuffled
+    candidate of the default config gets the very version ``cbm train`` makes.
+    CURRENT is not touched.
+    """
+    cap, scaler = config.cap_hours, prepared.scaler
+    train_data = prepared.train
+    if shuffled_target:
+        train_data = shuffle_target(train_data, config.network.seed)
+    fitted = network.fit(
+        (scaler.apply(train_data.x), scaled_target(train_data, cap)),
+        (scaler.apply(prepared.validation.x), scaled_target(prepared.validation, cap)),
+        config.network,
+        verbose=verbose,
+    )
+    offsets = calibrate(
+        network.predict(fitted.model, scaler.apply(prepared.validation.x)),
+        prepared.validation,
+        cap,
+        config.coverage,
+    )
+    tflite = network.to_litert(fitted.model, config.network)
+    training: dict[str, Any] = {
+        "network": config.network.describe(),
+        "epochs_run": len(fitted.loss),
+        "best_epoch": fitted.best_epoch,
+        "loss": "pinball over quantiles 0.1, 0.5, 0.9",
+        "validation_loss": min(fitted.val_loss),
+        "split_seed": config.split_seed,
+        "features_settings": features.model_dump(mode="json"),
+    }
+    if shuffled_target:
+        training["target"] = "shuffled across training windows (a deliberately worse model)"
+    meta_args: dict[str, Any] = {
+        "features": config.features,
+        "lookback": config.lookback,
+        "cap_hours": cap,
+        "scaler_mean": [float(v) for v in scaler.mean],
+        "scaler_std": [float(v) for v in scaler.std],
+        "quantiles": list(network.QUANTILES),
+        "offsets": offsets,
+        "coverage": config.coverage,
+        "data": describe_data(prepared.table, prepared.split, prepared),
+        "training": training,
+        "created_at": now,
+    }
+    draft = build_meta(metrics={}, **meta_args)
+    served = RulModel(meta=ModelMeta.from_document({"version": "draft", **draft}), tflite=tflite)
+    scores = score_prediction(served.predict(prepared.test.x), prepared.test, cap)
+    version, path, created = write_artifact(
+        models_dir,
+        tflite=tflite,
+        meta=build_meta(metrics={"test": scores.as_dict()}, **meta_args),
+        save_keras=lambda target: network.save_keras(fitted.model, config.network, target),
+        make_current=False,
+    )
+    out.write(
+        f"candidate {version} {'written to' if created else 'already in'} {path}: "
+        f"{len(fitted.loss)} epochs, test RMSE {scores.rmse:.2f} h"
+        f"{' (trained on a shuffled target)' if shuffled_target else ''}\n"
+    )
+    return version
+
+
+def retrain(
+    config: RetrainConfig,
+    *,
+    models_dir: Path,
+    features: FeaturesSettings,
+    connect: Connect | None,
+    verbose: int = 2,
+    out: TextIO,
+    clock: Callable[[], datetime] | None = None,
+) -> Outcome:
+    """Train a candidate, compare it with CURRENT on the same held-out assets, decide, record."""
+    read_clock = clock if clock is not None else lambda: datetime.now(UTC)
+    started = read_clock()
+    models_dir = Path(models_dir)
+    current = _load_current(models_dir)
+    table = load_table(config.train, features, out=out)
+    prepared = prepare_data(table, config.train)
+    assets = held_out_assets(prepared.split, table.meta, current.meta if current else None)
+    if not assets:
+        raise ModelError(
+            "every test asset of the candidate was seen by the current model in training; "
+            "retrain on another fleet (--seed or --simulate)"
+        )
+    if current is not None and current.cap_hours != config.train.cap_hours:
+        raise ModelError(
+            f"the current model {current.version} caps RUL at {current.cap_hours:g} h, the "
+            f"candidate at {config.train.cap_hours:g} h: their errors are not comparable; "
+            "promote by hand with `cbm train --promote`"
+        )
+    version = fit_candidate(
+        prepared,
+        config.train,
+        features=features,
+        shuffled_target=config.shuffled_target,
+        models_dir=models_dir,
+        now=started,
+        verbose=verbose,
+        out=out,
+    )
+    candidate = RulModel.load(models_dir, version)
+    candidate_scores = score_on(candidate, table, assets)
+    current_scores = score_on(current, table, assets) if current is not None else None
+    decided_at = read_clock()
+    metric = config.metric
+    candidate_value = metric.of(candidate_scores)
+    current_value = metric.of(current_scores) if current_scores is not None else None
+    itself = current is not None and current.version == version
+    if itself:
+        decision, reason = Decision.REJECTED, "the candidate is the current model (same content)"
+    else:
+        decision, reason = decide(candidate_value, current_value)
+    report = json_ready(
+        {
+            "status": decision.value,
+            "reason": f"{metric.value}: {reason}",
+            "time": decided_at.isoformat(),
+            "by": config.by,
+            "metric": metric.value,
+            "candidate": _side(version, metric, candidate_scores),
+            "current": _side(current.version, metric, current_scores) if current else None,
+            "held_out": {
+                "assets": assets,
+                "windows": candidate_scores.windows,
+                "data": _fleet_of(table.meta),
+                "split_seed": config.train.split_seed,
+            },
+            "shuffled_target": config.shuffled_target,
+        }
+    )
+    # The live model's folder gets no "rejected" report for being retrained to itself.
+    report_path = None if itself else models_dir / version / REPORT_FILE
+    if report_path is not None:
+        _write_json(report_path, report)
+    if decision is Decision.PROMOTED:
+        set_current(models_dir, version)
+    out.write(
+        f"{decision.value}: candidate {version} {metric.value} {candidate_value:.4g}, current "
+        f"{current.version if current else 'none'} "
+        f"{'-' if current_value is None else f'{current_value:.4g}'} on {len(assets)} held-out "
+        f"assets ({candidate_scores.windows} windows); {reason}\n"
+    )
+    outcome = Outcome(
+        decision=decision,
+        candidate=version,
+        current=current.version if current else None,
+        metric=metric,
+        candidate_value=candidate_value,
+        current_value=current_value,
+        report=report,
+        report_path=report_path,
+        recorded=False,
+    )
+    recorded = record_decision(connect, outcome, decided_at, config.by)
+    return dataclasses.replace(outcome, recorded=recorded)
+
+
+def insert_promotion(
+    conn: psycopg.Connection[Any], outcome: Outcome, *, time: datetime, by: str
+) -> None:
+    """Insert one ``model_promotion`` row for ``outcome``."""
+    conn.execute(
+        sql.SQL(
+            """INSERT INTO {table} (time, candidate_version, current_version, metric,
+                   candidate_value, current_value, decision, decided_by, report)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+        ).format(table=sql.Identifier(MODEL_PROMOTION)),
+        (
+            time,
+            outcome.candidate,
+            outcome.current,
+            outcome.metric.value,
+            _finite_or_none(outcome.candidate_value),
+            _finite_or_none(outcome.current_value),
+            outcome.decision.value,
+            by,
+            Jsonb(outcome.report),
+        ),
+    )
+
+
+def record_decision(connect: Connect | None, outcome: Outcome, time: datetime, by: str) -> bool:
+    """Insert the decision; on any database error warn and go on (the report file has it)."""
+    if connect is None:
+        return False
+    try:
+        with connect() as conn:  # commits on leaving the block
+            insert_promotion(conn, outcome, time=time, by=by)
+    except psycopg.Error as exc:
+        log.warning(
+            "decision on %s not recorded in the database (%s); it stands, see %s",
+            outcome.candidate,
+            " ".join(str(exc).split())[:200],
+            outcome.report_path or "the output above",
+        )
+        return False
+    return True
+
+
+def _load_current(models_dir: Path) -> RulModel | None:
+    """Return the model named in CURRENT, or None when there is no CURRENT yet."""
+    if not (models_dir / CURRENT_FILE).exists():
+        return None
+    return RulModel.load(models_dir, current_version(models_dir))
+
+
+def _fleet_of(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Return what identifies a fleet in a table's or a model's data description."""
+    return {key: value for key, value in data.items() if key not in _PER_SPLIT}
+
+
+def _side(version: str, metric: Metric, scores: Scores | None) -> dict[str, Any]:
+    """Return one model's part of the report."""
+    if scores is None:
+        return {"version": version, "value": None, "scores": None}
+    return {"version": version, "value": metric.of(scores), "scores": scores.as_dict()}
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def json_ready(value: Any) -> Any:
+    """Return ``value`` with non-finite floats as None: strict JSON, and jsonb refuses NaN."""
+    if isinstance(value, float):
+        return _finite_or_none(value)
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, document: Mapping[str, Any]) -> None:
+    """Write ``document`` to ``path`` atomically (temp file in the same folder, then replace)."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        os.chmod(name, 0o644)  # mkstemp makes it private; the report is for everyone to read
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
