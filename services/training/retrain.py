@@ -32,6 +32,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from cbm import tables
 from cbm.errors import ModelError
 from cbm.settings import FeaturesSettings
 from services.inference.model import CURRENT_FILE, ModelMeta, RulModel, current_version
@@ -54,7 +55,6 @@ from services.training.train import (
 log = logging.getLogger(__name__)
 
 # Spelled here until cbm/tables.py, the module that owns table names, takes it over.
-MODEL_PROMOTION: Final = "model_promotion"
 REPORT_FILE: Final = "report.json"
 CONNECT_TIMEOUT_S: Final = 10
 _PER_SPLIT: Final = frozenset({"split", "windows"})
@@ -335,7 +335,7 @@ def insert_promotion(
             """INSERT INTO {table} (time, candidate_version, current_version, metric,
                    candidate_value, current_value, decision, decided_by, report)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
-        ).format(table=sql.Identifier(MODEL_PROMOTION)),
+        ).format(table=sql.Identifier(tables.MODEL_PROMOTION)),
         (
             time,
             outcome.candidate,

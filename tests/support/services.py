@@ -9,14 +9,17 @@ PostgreSQL from PyPI) as the last resort.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -98,6 +101,19 @@ class Broker:
             self.process = None
 
 
+def broker_workdir() -> Path:
+    """Return a new directory where a broker started as root can write (persistence, log).
+
+    Mosquitto started as root drops to its own user before it opens its files;
+    pytest's ``tmp_path`` sits under a 0700 root directory that user cannot
+    enter, so persistence and the log file fail there without a word. The
+    caller removes the directory.
+    """
+    path = Path(tempfile.mkdtemp(prefix="cbm-broker-"))
+    path.chmod(0o777)
+    return path
+
+
 def start_broker(tmp: Path) -> Broker:
     url = os.environ.get("CBM_TEST_MQTT_URL")
     if url:
@@ -143,7 +159,7 @@ def find_postgres() -> Postgres:
         return Postgres(container.get_connection_url(), keepalive=container)
     except Exception:  # no Docker, or no testcontainers: fall through
         pass
-    import pgserver  # type: ignore[import-not-found]
+    pgserver: Any = importlib.import_module("pgserver")
 
     server = pgserver.get_server(ROOT / ".pgdata", cleanup_mode="stop")
     return Postgres(server.get_uri(), keepalive=server)
