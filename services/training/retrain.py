@@ -27,7 +27,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-import numpy as np
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -36,25 +35,21 @@ from cbm import tables
 from cbm.errors import ModelError
 from cbm.settings import FeaturesSettings
 from services.inference.model import CURRENT_FILE, ModelMeta, RulModel, current_version
-from services.training import network
-from services.training.artifact import build_meta, set_current, write_artifact
+from services.training.artifact import set_current
 from services.training.dataset import FeatureTable, Split
 from services.training.metrics import Scores
-from services.training.sequences import SplitData, prepare
+from services.training.sequences import prepare
 from services.training.train import (
     Prepared,
     TrainConfig,
-    calibrate,
-    describe_data,
+    fit_and_write,
     load_table,
     prepare_data,
-    scaled_target,
     score_prediction,
 )
 
 log = logging.getLogger(__name__)
 
-# Spelled here until cbm/tables.py, the module that owns table names, takes it over.
 REPORT_FILE: Final = "report.json"
 CONNECT_TIMEOUT_S: Final = 10
 _PER_SPLIT: Final = frozenset({"split", "windows"})
@@ -148,12 +143,6 @@ def score_on(model: RulModel, table: FeatureTable, assets: Sequence[str]) -> Sco
     return score_prediction(model.predict(data.x), data, model.cap_hours)
 
 
-def shuffle_target(data: SplitData, seed: int) -> SplitData:
-    """Return ``data`` with its targets permuted across windows: what a worse model learns from."""
-    order = np.random.default_rng(seed).permutation(len(data))
-    return dataclasses.replace(data, target=data.target[order], true_rul=data.true_rul[order])
-
-
 def fit_candidate(
     prepared: Prepared,
     config: TrainConfig,
@@ -165,69 +154,26 @@ def fit_candidate(
     verbose: int,
     out: TextIO,
 ) -> str:
-    """Fit, calibrate and test a network on ``prepared``; write its artifact; return the version.
+    """Fit, calibrate and test a candidate on ``prepared``; write it; return the version.
 
-    The same steps as ``train`` on data it already holds, so an unshuffled
-    candidate of the default config gets the very version ``cbm train`` makes.
     CURRENT is not touched.
     """
-    cap, scaler = config.cap_hours, prepared.scaler
-    train_data = prepared.train
-    if shuffled_target:
-        train_data = shuffle_target(train_data, config.network.seed)
-    fitted = network.fit(
-        (scaler.apply(train_data.x), scaled_target(train_data, cap)),
-        (scaler.apply(prepared.validation.x), scaled_target(prepared.validation, cap)),
-        config.network,
-        verbose=verbose,
-    )
-    offsets = calibrate(
-        network.predict(fitted.model, scaler.apply(prepared.validation.x)),
-        prepared.validation,
-        cap,
-        config.coverage,
-    )
-    tflite = network.to_litert(fitted.model, config.network)
-    training: dict[str, Any] = {
-        "network": config.network.describe(),
-        "epochs_run": len(fitted.loss),
-        "best_epoch": fitted.best_epoch,
-        "loss": "pinball over quantiles 0.1, 0.5, 0.9",
-        "validation_loss": min(fitted.val_loss),
-        "split_seed": config.split_seed,
-        "features_settings": features.model_dump(mode="json"),
-    }
-    if shuffled_target:
-        training["target"] = "shuffled across training windows (a deliberately worse model)"
-    meta_args: dict[str, Any] = {
-        "features": config.features,
-        "lookback": config.lookback,
-        "cap_hours": cap,
-        "scaler_mean": [float(v) for v in scaler.mean],
-        "scaler_std": [float(v) for v in scaler.std],
-        "quantiles": list(network.QUANTILES),
-        "offsets": offsets,
-        "coverage": config.coverage,
-        "data": describe_data(prepared.table, prepared.split, prepared),
-        "training": training,
-        "created_at": now,
-    }
-    draft = build_meta(metrics={}, **meta_args)
-    served = RulModel(meta=ModelMeta.from_document({"version": "draft", **draft}), tflite=tflite)
-    scores = score_prediction(served.predict(prepared.test.x), prepared.test, cap)
-    version, path, created = write_artifact(
-        models_dir,
-        tflite=tflite,
-        meta=build_meta(metrics={"test": scores.as_dict()}, **meta_args),
-        save_keras=lambda target: network.save_keras(fitted.model, config.network, target),
+    fitted = fit_and_write(
+        prepared,
+        config,
+        features=features,
+        models_dir=models_dir,
+        now=now,
         make_current=False,
+        verbose=verbose,
+        shuffled_target=shuffled_target,
     )
     out.write(
-        f"candidate {version} {'written to' if created else 'already in'} {path}: "
-        f"{len(fitted.loss)} epochs, test RMSE {scores.rmse:.2f} h"
+        f"candidate {fitted.version} {'written to' if fitted.created else 'already in'} "
+        f"{fitted.path}: {fitted.epochs} epochs, test RMSE {fitted.scores.rmse:.2f} h"
         f"{' (trained on a shuffled target)' if shuffled_target else ''}\n"
     )
-    return version
+    return fitted.version
 
 
 def retrain(

@@ -7,6 +7,7 @@ same split, the same network seed, hence the same metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -196,6 +197,104 @@ def describe_data(table: FeatureTable, split: Split, prepared: Prepared) -> dict
     }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fitted:
+    """What one fit wrote: the artifact and the figures worth printing."""
+
+    version: str
+    path: Path
+    created: bool
+    scores: Scores
+    epochs: int
+    best_epoch: int
+    validation_loss: float
+
+
+def shuffle_target(data: SplitData, seed: int) -> SplitData:
+    """Return ``data`` with its targets permuted across windows: what a worse model learns from."""
+    order = np.random.default_rng(seed).permutation(len(data))
+    return dataclasses.replace(data, target=data.target[order], true_rul=data.true_rul[order])
+
+
+def fit_and_write(
+    prepared: Prepared,
+    config: TrainConfig,
+    *,
+    features: FeaturesSettings,
+    models_dir: Path,
+    now: datetime,
+    make_current: bool,
+    verbose: int = 2,
+    shuffled_target: bool = False,
+) -> Fitted:
+    """Fit, calibrate and test a network on prepared data; write its artifact.
+
+    ``cbm train`` and ``cbm retrain`` both come here, so a candidate of the
+    default config is the very version ``cbm train`` makes.
+    """
+    cap, scaler = config.cap_hours, prepared.scaler
+    train_data = prepared.train
+    if shuffled_target:
+        train_data = shuffle_target(train_data, config.network.seed)
+    fitted = network.fit(
+        (scaler.apply(train_data.x), scaled_target(train_data, cap)),
+        (scaler.apply(prepared.validation.x), scaled_target(prepared.validation, cap)),
+        config.network,
+        verbose=verbose,
+    )
+    offsets = calibrate(
+        network.predict(fitted.model, scaler.apply(prepared.validation.x)),
+        prepared.validation,
+        cap,
+        config.coverage,
+    )
+    tflite = network.to_litert(fitted.model, config.network)
+    training: dict[str, Any] = {
+        "network": config.network.describe(),
+        "epochs_run": len(fitted.loss),
+        "best_epoch": fitted.best_epoch,
+        "loss": "pinball over quantiles 0.1, 0.5, 0.9",
+        "validation_loss": min(fitted.val_loss),
+        "split_seed": config.split_seed,
+        "features_settings": features.model_dump(mode="json"),
+    }
+    if shuffled_target:
+        training["target"] = "shuffled across training windows (a deliberately worse model)"
+    meta_args: dict[str, Any] = {
+        "features": config.features,
+        "lookback": config.lookback,
+        "cap_hours": cap,
+        "scaler_mean": [float(v) for v in scaler.mean],
+        "scaler_std": [float(v) for v in scaler.std],
+        "quantiles": list(network.QUANTILES),
+        "offsets": offsets,
+        "coverage": config.coverage,
+        "data": describe_data(prepared.table, prepared.split, prepared),
+        "training": training,
+        "created_at": now,
+    }
+    # Test scores come from the LiteRT export through the serving code: what is shipped.
+    draft = build_meta(metrics={}, **meta_args)
+    served = RulModel(meta=ModelMeta.from_document({"version": "draft", **draft}), tflite=tflite)
+    scores = score_prediction(served.predict(prepared.test.x), prepared.test, cap)
+    version, path, created = write_artifact(
+        models_dir,
+        tflite=tflite,
+        meta=build_meta(metrics={"test": scores.as_dict()}, **meta_args),
+        save_keras=lambda target: network.save_keras(fitted.model, config.network, target),
+        make_current=make_current,
+    )
+    return Fitted(
+        version=version,
+        path=path,
+        created=created,
+        scores=scores,
+        epochs=len(fitted.loss),
+        best_epoch=fitted.best_epoch,
+        validation_loss=min(fitted.val_loss),
+    )
+
+
 def train(
     config: TrainConfig,
     *,
@@ -211,64 +310,25 @@ def train(
     now = clock() if clock is not None else datetime.now(UTC)
     table = load_table(config, features, out=out)
     prepared = prepare_data(table, config)
-    cap = config.cap_hours
     out.write(
         f"split: {len(prepared.split.train)} train / {len(prepared.split.validation)} validation"
         f" / {len(prepared.split.test)} test assets; sequences "
         f"{len(prepared.train)} / {len(prepared.validation)} / {len(prepared.test)}\n"
     )
-    scaler = prepared.scaler
-    fitted = network.fit(
-        (scaler.apply(prepared.train.x), scaled_target(prepared.train, cap)),
-        (scaler.apply(prepared.validation.x), scaled_target(prepared.validation, cap)),
-        config.network,
+    fitted = fit_and_write(
+        prepared,
+        config,
+        features=features,
+        models_dir=models_dir,
+        now=now,
+        make_current=make_current,
         verbose=verbose,
     )
     out.write(
-        f"network: {len(fitted.loss)} epochs, best {fitted.best_epoch} "
-        f"(validation pinball {min(fitted.val_loss):.4f})\n"
+        f"network: {fitted.epochs} epochs, best {fitted.best_epoch} "
+        f"(validation pinball {fitted.validation_loss:.4f})\n"
     )
-    offsets = calibrate(
-        network.predict(fitted.model, scaler.apply(prepared.validation.x)),
-        prepared.validation,
-        cap,
-        config.coverage,
-    )
-    tflite = network.to_litert(fitted.model, config.network)
-    training = {
-        "network": config.network.describe(),
-        "epochs_run": len(fitted.loss),
-        "best_epoch": fitted.best_epoch,
-        "loss": "pinball over quantiles 0.1, 0.5, 0.9",
-        "validation_loss": min(fitted.val_loss),
-        "split_seed": config.split_seed,
-        "features_settings": features.model_dump(mode="json"),
-    }
-    meta_args: dict[str, Any] = {
-        "features": config.features,
-        "lookback": config.lookback,
-        "cap_hours": cap,
-        "scaler_mean": [float(v) for v in scaler.mean],
-        "scaler_std": [float(v) for v in scaler.std],
-        "quantiles": list(network.QUANTILES),
-        "offsets": offsets,
-        "coverage": config.coverage,
-        "data": describe_data(table, prepared.split, prepared),
-        "training": training,
-        "created_at": now,
-    }
-    # Test scores come from the LiteRT export through the serving code: what is shipped.
-    draft = build_meta(metrics={}, **meta_args)
-    served = RulModel(meta=ModelMeta.from_document({"version": "draft", **draft}), tflite=tflite)
-    scores = score_prediction(served.predict(prepared.test.x), prepared.test, cap)
-    metrics = {"test": scores.as_dict()}
-    version, path, created = write_artifact(
-        models_dir,
-        tflite=tflite,
-        meta=build_meta(metrics=metrics, **meta_args),
-        save_keras=lambda target: network.save_keras(fitted.model, config.network, target),
-        make_current=make_current,
-    )
+    version, path, created, scores = fitted.version, fitted.path, fitted.created, fitted.scores
     seconds = time.perf_counter() - started
     action = "written to" if created else "already in"
     out.write(

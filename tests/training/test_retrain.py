@@ -27,9 +27,9 @@ from services.training.retrain import (
     held_out_assets,
     json_ready,
     record_decision,
-    shuffle_target,
 )
 from services.training.sequences import SplitData
+from services.training.train import shuffle_target
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 FLEET = {
