@@ -22,6 +22,21 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
         ["--sizes", "1,100,1000,10000"],
         ["--sizes", "1,100,1000", "--repeats", "3"],
     ),
+    "bench.bench_pipeline": (
+        [],
+        [
+            "--assets",
+            "50",
+            "--rates",
+            "50",
+            "--step-s",
+            "5",
+            "--hop-windows",
+            "500",
+            "--drain-windows",
+            "500",
+        ],
+    ),
     "bench.bench_dashboards": (
         ["--assets", "100", "--days", "30"],
         ["--assets", "10", "--days", "1"],

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -232,6 +232,12 @@ class AlerterStage:
         p = decode_prediction(message.payload)
         if message.topic != self.topics.predictions(p.asset_id):
             raise ContractError("asset_mismatch", f"prediction of {p.asset_id} on {message.topic}")
+        # Ingest bounds every event time by this much; a later one would become
+        # the asset's "last prediction" and every real one after it would be
+        # ignored as old: its alerts silenced for good.
+        ahead = timedelta(seconds=self.settings.ingest.max_future_s)
+        if p.time > self._clock() + ahead:
+            raise ContractError("future_timestamp", f"prediction at {p.time.isoformat()}")
         try:
             prediction = Prediction(
                 asset_id=p.asset_id,

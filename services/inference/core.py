@@ -11,7 +11,8 @@ trained the same way, see ``build_sequences``).
 Anomaly score: the root-mean-square z-score of the model's columns against
 the asset's own healthy baseline, the mean and spread of its first
 ``baseline_vectors`` running vectors; 0 until the baseline is complete.
-All running rows of a batch go through one model call.
+All running rows of a batch go through one model call, split into calls of at
+most ``MAX_CALL_SEQUENCES`` sequences.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ from cbm.prediction import PredictionMessage
 from services.inference.model import Prediction, pad_history
 
 FloatArray = npt.NDArray[np.float64]
+
+# Sequences per model call. LiteRT keeps its tensor arena at the largest batch
+# it was given (about 8 KB per sequence, never returned), and the explanation
+# multiplies a batch by the number of features: the backlog after an outage
+# (20,000 windows) took the worker past 1 GB. Past ~1,000 sequences a bigger
+# call is no faster per sequence.
+MAX_CALL_SEQUENCES = 2048
 
 
 class Model(Protocol):
@@ -146,7 +154,7 @@ def step(
     top: dict[int, tuple[tuple[str, float], ...]] = {}
     if sequences:
         stacked = np.stack(sequences)
-        p = model.predict(stacked)
+        p = _predict(model, stacked)
         rul[running_rows], low[running_rows], high[running_rows] = p.rul, p.low, p.high
         if rules.explain_top > 0:
             centers = [state.assets[vectors.asset_ids[i]].center for i in running_rows]
@@ -199,13 +207,20 @@ def _explain(
     if not explained:
         return {}
     n_features = sequences.shape[2]
-    variants = np.repeat(sequences[explained], n_features, axis=0)
-    for j, k in enumerate(explained):
-        center = centers[k]
-        assert center is not None
-        for f in range(n_features):
-            variants[j * n_features + f, :, f] = center[f]
-    healthy = model.predict(variants).rul.reshape(len(explained), n_features)
+    # A slice of the rows at a time: their variants are a model call each.
+    per_call = max(1, MAX_CALL_SEQUENCES // n_features)
+    healthy = np.empty((len(explained), n_features))
+    for start in range(0, len(explained), per_call):
+        part = explained[start : start + per_call]
+        variants = np.repeat(sequences[part], n_features, axis=0)
+        for j, k in enumerate(part):
+            center = centers[k]
+            assert center is not None
+            for f in range(n_features):
+                variants[j * n_features + f, :, f] = center[f]
+        healthy[start : start + len(part)] = model.predict(variants).rul.reshape(
+            len(part), n_features
+        )
     gain = healthy - rul[explained][:, None]
     names = model.feature_names
     out: dict[int, tuple[tuple[str, float], ...]] = {}
@@ -215,6 +230,21 @@ def _explain(
             (names[f], round(float(gain[j, f]), 2)) for f in order if gain[j, f] > 0.05
         )
     return out
+
+
+def _predict(model: Model, sequences: FloatArray) -> Prediction:
+    """Return ``model.predict`` of ``sequences``, in calls of at most ``MAX_CALL_SEQUENCES``."""
+    if len(sequences) <= MAX_CALL_SEQUENCES:
+        return model.predict(sequences)
+    parts = [
+        model.predict(sequences[i : i + MAX_CALL_SEQUENCES])
+        for i in range(0, len(sequences), MAX_CALL_SEQUENCES)
+    ]
+    return Prediction(
+        rul=np.concatenate([p.rul for p in parts]),
+        low=np.concatenate([p.low for p in parts]),
+        high=np.concatenate([p.high for p in parts]),
+    )
 
 
 def _learn_baseline(seq: AssetSequence, x: FloatArray, rules: Rules) -> None:
