@@ -97,7 +97,9 @@ class IngestSettings(_Frozen):
     temperature_min_c: float = -60.0
     temperature_max_c: float = 300.0
     accept_unknown_assets: bool = True
-    dedupe_depth: int = Field(1024, ge=1)
+    # Windows per asset remembered for duplicate detection: ~200 bytes each, so
+    # 64 keeps 10,000 assets near 130 MB (1,024 took ingest past 2 GB).
+    dedupe_depth: int = Field(64, ge=1)
 
     @model_validator(mode="after")
     def _ranges(self) -> IngestSettings:

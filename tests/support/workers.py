@@ -31,6 +31,8 @@ class ThreadWorker:
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
         self.thread.start()
         assert self.worker.link.wait_connected(10), "worker did not connect"
+        # Connected is not subscribed: wait for the status it sends after subscribing.
+        wait_online(settings, stage_name, os.getpid())
 
     def stop(self) -> None:
         self.worker.stop_event.set()
@@ -92,26 +94,15 @@ class ProcessWorker:
             self.wait_online()
 
     def wait_online(self, timeout: float = 60.0) -> None:
-        """Wait for this process's retained "online" status: its subscriptions are then live.
-
-        The worker subscribes before it announces itself on the same
-        connection, so the broker has the subscription once the status shows.
-        """
+        """Wait for this process's "online" status: its subscriptions are then live."""
         assert self.process is not None
-        pid = self.process.pid
-        topic = Topics(self.settings.base_topic).status(self.stage_name)
-        rec = Recorder(self.settings.mqtt.host, self.settings.mqtt.port, topic)
-        try:
-            eventually(
-                lambda: any(
-                    (doc := orjson.loads(m.payload))["state"] == "online" and doc["pid"] == pid
-                    for m in rec.on(topic)
-                ),
-                timeout=timeout,
-                message=f"{self.stage_name} online\n{self.output()[-2000:]}",
-            )
-        finally:
-            rec.close()
+        wait_online(
+            self.settings,
+            self.stage_name,
+            self.process.pid,
+            timeout=timeout,
+            context=lambda: self.output()[-2000:],
+        )
 
     @property
     def pid(self) -> int:
@@ -134,3 +125,31 @@ class ProcessWorker:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def wait_online(
+    settings: Settings,
+    stage_name: str,
+    pid: int,
+    *,
+    timeout: float = 60.0,
+    context: Any = None,
+) -> None:
+    """Wait for a worker's retained "online" status with this pid.
+
+    The worker subscribes before it announces itself on the same connection,
+    so the broker has the subscriptions once the status shows.
+    """
+    topic = Topics(settings.base_topic).status(stage_name)
+    rec = Recorder(settings.mqtt.host, settings.mqtt.port, topic)
+    try:
+        eventually(
+            lambda: any(
+                (doc := orjson.loads(m.payload))["state"] == "online" and doc["pid"] == pid
+                for m in rec.on(topic)
+            ),
+            timeout=timeout,
+            message=f"{stage_name} online" + (f"\n{context()}" if context else ""),
+        )
+    finally:
+        rec.close()
