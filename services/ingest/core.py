@@ -129,6 +129,11 @@ class IngestRules:
     topics: Topics
 
 
+def temperature_horizon_s(max_age_s: float) -> float:
+    """Return how far back readings are kept: a few max ages, so a late window still pairs."""
+    return max_age_s * 4
+
+
 def step(
     state: IngestState, batch: Sequence[RawInput], rules: IngestRules, *, now: datetime
 ) -> tuple[IngestState, IngestOutput]:
@@ -216,7 +221,7 @@ def _accept_temperature(
     if not ingest.temperature_min_c <= reading.temperature_c <= ingest.temperature_max_c:
         raise ContractError("temperature_out_of_range", f"{reading.temperature_c} °C")
     _check_time(reading.time, ingest, now)
-    horizon_us = round(ingest.temperature_max_age_s * 4 * 1_000_000)
+    horizon_us = round(temperature_horizon_s(ingest.temperature_max_age_s) * 1_000_000)
     track = state.track(reading.asset_id)
     if not track.add_temperature(to_micros(reading.time), reading.temperature_c, horizon_us):
         if not message.redelivered:

@@ -12,7 +12,7 @@ import psycopg
 from cbm import tables
 from cbm.messages import RawTemperature, Window, to_micros
 from cbm.settings import AssetSettings
-from services.ingest.core import AssetTally, IngestState
+from services.ingest.core import AssetTally, IngestState, temperature_horizon_s
 
 # Windows and readings go in with ON CONFLICT DO NOTHING, and the asset's
 # counters grow only by the rows that were really inserted (RETURNING), so a
@@ -128,8 +128,9 @@ def load_state(
         track.last_seq = int(str(last_seq))
         if isinstance(last_seen, datetime):
             track.last_time_us = to_micros(last_seen)
-    horizon_us = round(max_age_s * 4 * 1_000_000)
-    since = now - timedelta(seconds=max_age_s * 4)
+    horizon_s = temperature_horizon_s(max_age_s)
+    horizon_us = round(horizon_s * 1_000_000)
+    since = now - timedelta(seconds=horizon_s)
     for asset_id, time, value in conn.execute(
         f"SELECT asset_id, time, temperature_c FROM {tables.TEMPERATURE} "
         "WHERE time > %s ORDER BY time",

@@ -42,10 +42,7 @@ def test_parse_raw_refuses_other_topics(topic: str) -> None:
 
 
 def test_partitioning_is_stable_and_spread() -> None:
-    # Fixed values: a change here would move assets between partitions.
-    assert [partition_of(f"pump-{i}", 16) for i in range(5)] == [
-        partition_of(f"pump-{i}", 16) for i in range(5)
-    ]
+    # A fixed value: a change here would move assets between partitions.
     assert partition_of("pump-1", 16) == 1738268294 % 16  # zlib.crc32(b"pump-1")
     counts = [0] * 16
     for i in range(1600):
