@@ -122,7 +122,7 @@ class InferenceSettings(_Frozen):
 
     models_dir: Path = Path("models")
     model_version: str | None = None  # None: the version named in models_dir/CURRENT
-    reload_check_s: float = Field(5.0, gt=0)  # how often to look for a newly promoted model
+    reload_check_s: float = Field(5.0, gt=0)  # how often to look for a new model and repairs
     baseline_vectors: int = Field(20, ge=2)  # first running vectors that define "healthy"
     anomaly_std_floor: float = Field(0.05, gt=0)  # keeps z-scores finite on flat features
     explain_top: int = Field(3, ge=0, le=10)  # features named per prediction (0: off)

@@ -197,7 +197,7 @@ class DeliveryLoop:
             return api.post(message)
         channel, ts = anchor
         note = None
-        if row.kind in (Kind.ESCALATE, Kind.DOWNGRADE, Kind.RESOLVE):
+        if row.kind in (Kind.ESCALATE, Kind.DOWNGRADE) or row.kind.ends_episode:
             edited = api.update(channel, ts, message)
             if isinstance(edited, Retry):
                 return edited

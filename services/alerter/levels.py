@@ -30,3 +30,11 @@ class Kind(StrEnum):
     DOWNGRADE = "downgrade"
     REMINDER = "reminder"
     RESOLVE = "resolve"
+    # The episode was closed by a recorded repair or replacement, not by the
+    # readings: the bearing it was about is gone.
+    RENEWED = "renewed"
+
+    @property
+    def ends_episode(self) -> bool:
+        """Return whether this notification closes its episode (and any incident)."""
+        return self in (Kind.RESOLVE, Kind.RENEWED)

@@ -216,6 +216,11 @@ def biggest_shift(
 
 def _headline(row: AlertRow, ctx: MessageContext) -> str:
     level, previous, kind = row.level.name, row.previous_level.name, row.kind
+    if kind == Kind.RENEWED:
+        return (
+            f"Closed (was {previous}): a repair or replacement was recorded for"
+            f" {_when(row.time)}; tracking starts again with the renewed bearing."
+        )
     if kind == Kind.REMINDER:
         since = _when(row.episode_started_at) if row.episode_started_at else "earlier"
         return f"Reminder: still {level} since {since} and not acknowledged."

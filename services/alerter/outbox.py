@@ -34,7 +34,6 @@ class PendingAlert:
     prediction_time: datetime | None
     episode_started_at: datetime | None
     top_features: TopFeatures = ()
-    from_tick: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,17 +60,17 @@ def routes(alert: PendingAlert, routing: Routing) -> list[Route]:
     EMERGENCY raises and escalations and of the resolve that ends such an
     episode. Downgrades and reminders are not sent there: the incident stays
     open until the episode resolves, and PagerDuty does its own re-notifying.
-    Tick alerts also get an MQTT row, as no worker batch publishes them.
+    Every notification also gets an MQTT row: published from the outbox, a copy
+    is not lost when the alerter dies between its commit and the broker's ack.
     """
     n = alert.notification
     found = [Route(receiver=Receiver.SLACK if routing.slack else Receiver.LOG)]
     if routing.pagerduty:
         if n.level == Level.EMERGENCY and n.kind in (Kind.RAISE, Kind.ESCALATE):
             found.append(Route(receiver=Receiver.PAGERDUTY))
-        elif n.kind == Kind.RESOLVE:
+        elif n.kind.ends_episode:
             found.append(Route(receiver=Receiver.PAGERDUTY, needs_incident=True))
-    if alert.from_tick:
-        found.append(Route(receiver=Receiver.MQTT))
+    found.append(Route(receiver=Receiver.MQTT))
     return found
 
 

@@ -13,7 +13,6 @@ from urllib.error import HTTPError, URLError
 
 import orjson
 
-from services.alerter.levels import Kind
 from services.alerter.message import RenderedMessage
 from services.alerter.outbox import AlertRow, Failed, Retry, Sent, classify_http
 
@@ -30,7 +29,7 @@ def event(
     row: AlertRow, message: RenderedMessage, *, routing_key: str, link: str, site: str
 ) -> dict[str, Any]:
     """Return the Events API v2 body for one outbox row."""
-    if row.kind == Kind.RESOLVE:
+    if row.kind.ends_episode:
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key(row)}
     return {
         "routing_key": routing_key,

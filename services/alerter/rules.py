@@ -37,6 +37,7 @@ def step_prediction(
 
     A prediction not newer than the last one seen (a redelivery or late data) is
     ignored: it is stored elsewhere, but must not move the alert state backwards.
+    So is one from before the asset's latest repair or replacement.
     """
     if state is None:
         state = AssetAlertState(asset_id=prediction.asset_id)
@@ -44,6 +45,8 @@ def step_prediction(
     last = state.last_prediction
     if last is not None and prediction.time <= last.time:
         return state, []
+    if state.renewed_at is not None and prediction.time <= state.renewed_at:
+        return state, []  # about the bearing a repair or replacement took out
 
     at = prediction.time
     state = dataclasses.replace(state, last_prediction=prediction)
@@ -67,6 +70,35 @@ def step_prediction(
             state, channel, target=target, at=at, source=prediction, rules=rules, remind=True
         )
         notifications += sent
+    return state, notifications
+
+
+def step_renewal(state: AssetAlertState, at: datetime) -> Step:
+    """Apply a repair or replacement recorded for event time ``at``.
+
+    Every open episode closes with a RENEWED notification (whatever the rate
+    limit: the people on it must hear that it is over), the debounce window
+    empties, and predictions up to ``at`` are ignored from now on. An event not
+    newer than the last one applied changes nothing, so applying the same
+    event again (after a restart, say) is a no-op.
+    """
+    at = ensure_utc(at, "at")
+    if state.renewed_at is not None and at <= state.renewed_at:
+        return state, []
+    state = dataclasses.replace(state, renewed_at=at, recent=())
+    source = state.last_prediction
+    notifications: list[Notification] = []
+    for channel in Channel:
+        current = state.channel(channel)
+        if not current.active:
+            continue
+        closed = dataclasses.replace(current, level=Level.OK, acked_by=None, acked_at=None)
+        state = state.with_channel(channel, closed)
+        if source is not None:
+            state, sent = _send(
+                state, channel, kind=Kind.RENEWED, previous=current.level, at=at, source=source
+            )
+            notifications += sent
     return state, notifications
 
 

@@ -41,6 +41,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from cbm.errors import ContractError, PublishRefusedError
+from cbm.maintenance import latest_resets
 from cbm.messages import DeadLetter
 from cbm.mqtt import Inbound, MqttLink, Outbound
 from cbm.prediction import decode_prediction
@@ -58,10 +59,9 @@ from services.alerter.outbox import (
     Retry,
     Sent,
     TopFeatures,
-    encode_alert,
 )
 from services.alerter.policy import AlertRules
-from services.alerter.rules import step_ack, step_prediction, step_tick
+from services.alerter.rules import step_ack, step_prediction, step_renewal, step_tick
 from services.alerter.state import AssetAlertState
 from services.alerter.store import Tracked
 
@@ -191,7 +191,7 @@ class AlerterStage:
         return found
 
     def housekeep(self, *, tick: bool) -> None:
-        """Apply pending acknowledgements and, if ``tick``, let time pass for every asset."""
+        """Apply acknowledgements, repairs and, if ``tick``, let time pass for every asset."""
         pool = self._pool
         assert pool is not None
         # Take the connection before the lock: waiting for one must not stall compute().
@@ -211,6 +211,15 @@ class AlerterStage:
                     if current is not None:
                         changed.update(self._apply_ack(conn, current, request))
                 alerts: list[PendingAlert] = []
+                for asset_id, at in latest_resets(conn).items():
+                    current = settled(asset_id)
+                    if current is None:
+                        continue
+                    state, notes = step_renewal(current.state, at)
+                    if state != current.state:
+                        changed[asset_id] = Tracked(state, self._states[asset_id].version + 1)
+                        log.info("%s was repaired or replaced at %s: alerts reset", asset_id, at)
+                    alerts.extend(self._pending(n, state) for n in notes)
                 if tick:
                     now = self._clock()
                     for asset_id in list(self._states):
@@ -220,7 +229,7 @@ class AlerterStage:
                         state, notes = step_tick(current.state, now, self.rules_for(asset_id))
                         if state != current.state:
                             changed[asset_id] = Tracked(state, self._states[asset_id].version + 1)
-                        alerts.extend(self._pending(n, state, from_tick=True) for n in notes)
+                        alerts.extend(self._pending(n, state) for n in notes)
                 store.save_states(conn, changed)
                 store.insert_alerts(conn, alerts, self._routing)
             # Committed: only now may memory move on.
@@ -263,11 +272,7 @@ class AlerterStage:
         self._states[p.asset_id] = effects.states[p.asset_id] = updated
         self._top_features[p.asset_id] = p.top_features
         for n in notes:
-            pending = self._pending(n, state, from_tick=False)
-            effects.alerts.append(pending)
-            effects.messages.append(
-                Outbound(self.topics.alerts(n.asset_id), encode_alert(n, pending.top_features))
-            )
+            effects.alerts.append(self._pending(n, state))
             effects.records += 1
 
     def _undo_unpersisted(self) -> None:
@@ -302,16 +307,13 @@ class AlerterStage:
             return {}
         return {asset_id: Tracked(state, self._states[asset_id].version + 1)}
 
-    def _pending(
-        self, notification: Notification, state: AssetAlertState, *, from_tick: bool
-    ) -> PendingAlert:
+    def _pending(self, notification: Notification, state: AssetAlertState) -> PendingAlert:
         last = state.last_prediction
         return PendingAlert(
             notification=notification,
             prediction_time=None if last is None else last.time,
             episode_started_at=state.channel(notification.channel).episode_started_at,
             top_features=self._top_features.get(notification.asset_id, ()),
-            from_tick=from_tick,
         )
 
     def _dead(self, message: Inbound, reason: str, detail: str) -> DeadLetter:

@@ -55,6 +55,9 @@ class AssetAlertState:
     recent: tuple[Prediction, ...] = ()
     # The newest prediction, running or not: last data time and message values.
     last_prediction: Prediction | None = None
+    # Event time of the latest repair or replacement applied: predictions up to
+    # it are about the old bearing and are ignored.
+    renewed_at: datetime | None = None
 
     def channel(self, channel: Channel) -> ChannelState:
         """Return the state of one channel."""
@@ -77,6 +80,7 @@ class AssetAlertState:
             "last_prediction": (
                 None if self.last_prediction is None else _prediction_to_dict(self.last_prediction)
             ),
+            "renewed_at": _time_to_json(self.renewed_at),
         }
 
     @classmethod
@@ -93,6 +97,8 @@ class AssetAlertState:
             recent = tuple(_prediction_from_dict(asset_id, p) for p in data["recent"])
             last = data["last_prediction"]
             last_prediction = None if last is None else _prediction_from_dict(asset_id, last)
+            # Absent from states written before repairs were tracked.
+            renewed_at = _time_from_json(data.get("renewed_at"))
         except (KeyError, TypeError, AttributeError) as exc:
             msg = f"malformed alert state: {exc!r}"
             raise ValueError(msg) from exc
@@ -101,6 +107,7 @@ class AssetAlertState:
             channels=channels,
             recent=recent,
             last_prediction=last_prediction,
+            renewed_at=renewed_at,
         )
 
 

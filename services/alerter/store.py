@@ -148,7 +148,7 @@ SELECT %(key)s, %(receiver)s, %(asset_id)s, %(channel)s, %(kind)s, %(level)s,
 WHERE NOT %(needs_incident)s OR EXISTS (
     SELECT 1 FROM {tables.ALERT}
     WHERE asset_id = %(asset_id)s AND channel = %(channel)s AND episode = %(episode)s
-      AND receiver = 'pagerduty' AND kind <> 'resolve')
+      AND receiver = 'pagerduty' AND kind NOT IN ('resolve', 'renewed'))
 ON CONFLICT (key, receiver) DO NOTHING
 """
 

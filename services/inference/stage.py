@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from cbm.errors import ContractError
 from cbm.frames import decode_features
+from cbm.maintenance import latest_resets
 from cbm.messages import DeadLetter, FeatureVectors
 from cbm.mqtt import Inbound, Outbound
 from cbm.prediction import PredictionMessage, encode_prediction
@@ -71,6 +72,8 @@ class InferenceStage:
         self._pinned = model is not None or settings.inference.model_version is not None
         self._current_mtime = 0.0
         self._next_check = 0.0
+        self._resets: dict[str, datetime] = {}
+        self._next_reset_check = 0.0
 
     def subscriptions(self) -> Sequence[str]:
         """Return the filter of every features partition."""
@@ -110,6 +113,7 @@ class InferenceStage:
         if not frames:
             return effects
         vectors = _concat(frames)
+        self._forget_renewed()
         self._rebuild(vectors, model)
         self.state, predictions = core.step(self.state, vectors, model, self.rules)
         received = dict(
@@ -130,6 +134,30 @@ class InferenceStage:
     def persist(self, conn: psycopg.Connection[Any], effects: InferenceEffects) -> None:
         """Store the predictions once each."""
         store.write_predictions(conn, effects.predictions, effects.received_at)
+
+    def _forget_renewed(self) -> None:
+        """Drop the sequence of every asset repaired or replaced since the last look.
+
+        The next vector of such an asset rebuilds its sequence and healthy
+        baseline from the rows of its new life only (see store.load_history).
+        """
+        if time.monotonic() < self._next_reset_check:
+            return
+        self._next_reset_check = time.monotonic() + self.settings.inference.reload_check_s
+        assert self._pool is not None
+        with self._pool.connection() as conn:
+            resets = latest_resets(conn)
+        for asset_id, began in resets.items():
+            if (
+                self._resets.get(asset_id) != began
+                and self.state.assets.pop(asset_id, None) is not None
+            ):
+                log.info(
+                    "%s was repaired or replaced at %s: its sequence starts again",
+                    asset_id,
+                    began.isoformat(),
+                )
+        self._resets = resets
 
     def _rebuild(self, vectors: FeatureVectors, model: RulModel) -> None:
         before: dict[str, datetime] = {}

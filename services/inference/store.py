@@ -13,10 +13,21 @@ import psycopg
 from psycopg import sql
 
 from cbm import tables
+from cbm.maintenance import RESET_KINDS
 from cbm.prediction import PredictionMessage
 from services.features.extract import FEATURE_NAMES
 
 _FEATURES = sql.SQL(", ").join(sql.Identifier(n) for n in FEATURE_NAMES)
+# Each asked asset with the time before which to look and the start of the life
+# that time falls in: its latest repair or replacement before it (-infinity if none).
+# Parameters: asset ids, times, reset kinds.
+_LIFE = sql.SQL(
+    """SELECT q.asset_id, q.before, coalesce(r.began, '-infinity') AS began
+       FROM unnest(%s::text[], %s::timestamptz[]) AS q(asset_id, before)
+       LEFT JOIN LATERAL (
+           SELECT max(m.time) AS began FROM {events} m
+           WHERE m.asset_id = q.asset_id AND m.kind = ANY(%s) AND m.time < q.before) r ON true"""
+).format(events=sql.Identifier(tables.MAINTENANCE_EVENT))
 
 
 @dataclass
@@ -38,7 +49,9 @@ def load_history(
 ) -> dict[str, StoredHistory]:
     """Return each asset's last ``lookback`` and first ``baseline`` running vectors before a time.
 
-    Three queries for all assets at once, whatever their number.
+    Only the life the time falls in counts: rows from before the asset's latest
+    repair or replacement belong to the old bearing. Three queries for all
+    assets at once, whatever their number.
     """
     assets = sorted(before)
     times = [before[a] for a in assets]
@@ -47,24 +60,26 @@ def load_history(
         """SELECT asset_id, rn, {features} FROM (
                SELECT f.*, row_number() OVER (PARTITION BY f.asset_id ORDER BY f.time {order}) rn
                FROM {table} f
-               JOIN unnest(%s::text[], %s::timestamptz[]) AS q(asset_id, before)
-                 ON f.asset_id = q.asset_id AND f.time < q.before
-               WHERE f.running) s
+               JOIN ({life}) q ON f.asset_id = q.asset_id AND f.time < q.before
+               WHERE f.running AND f.time > q.began) s
            WHERE rn <= %s ORDER BY asset_id, time"""
     )
     table = sql.Identifier(tables.FEATURE_VECTOR)
     for order, limit, target in (("DESC", lookback, "recent"), ("ASC", baseline, "baseline")):
-        query = ranked.format(features=_FEATURES, order=sql.SQL(order), table=table)
-        for row in conn.execute(query, (assets, times, limit)):
+        query = ranked.format(features=_FEATURES, order=sql.SQL(order), table=table, life=_LIFE)
+        for row in conn.execute(query, (assets, times, list(RESET_KINDS), limit)):
             values = np.array([np.nan if v is None else float(str(v)) for v in row[2:]])
             getattr(out[str(row[0])], target).append(values)
     for asset_id, time, rul, low, high in conn.execute(
-        f"""SELECT DISTINCT ON (p.asset_id) p.asset_id, p.time, p.rul_hours, p.rul_low, p.rul_high
-            FROM {tables.PREDICTION} p
-            JOIN unnest(%s::text[], %s::timestamptz[]) AS q(asset_id, before)
-              ON p.asset_id = q.asset_id AND p.time < q.before
-            ORDER BY p.asset_id, p.time DESC""",
-        (assets, times),
+        sql.SQL(
+            """SELECT DISTINCT ON (p.asset_id) p.asset_id, p.time, p.rul_hours, p.rul_low,
+                      p.rul_high
+               FROM {table} p
+               JOIN ({life}) q ON p.asset_id = q.asset_id AND p.time < q.before
+               WHERE p.time > q.began
+               ORDER BY p.asset_id, p.time DESC"""
+        ).format(table=sql.Identifier(tables.PREDICTION), life=_LIFE),
+        (assets, times, list(RESET_KINDS)),
     ):
         history = out[str(asset_id)]
         assert isinstance(time, datetime)

@@ -146,6 +146,13 @@ def test_short_episode_still_links_the_last_day() -> None:
             ":white_check_mark: RESOLVED",
             "Back to normal (was CRITICAL)",
         ),
+        (
+            Kind.RENEWED,
+            Level.OK,
+            Level.EMERGENCY,
+            ":white_check_mark: RESOLVED",
+            "Closed (was EMERGENCY): a repair or replacement was recorded",
+        ),
     ],
 )
 def test_each_kind_is_phrased(kind, level, previous, marker, phrase) -> None:
@@ -197,7 +204,7 @@ def test_biggest_shift_picks_the_largest_rise_and_ignores_small_or_missing() -> 
     assert hot is not None and hot.text.startswith("bearing temperature +18.0 °C over baseline")
 
 
-def _pending(kind: Kind, level: Level, *, from_tick: bool = False) -> PendingAlert:
+def _pending(kind: Kind, level: Level) -> PendingAlert:
     n = Notification(
         asset_id="a",
         channel=Channel.RUL,
@@ -213,28 +220,30 @@ def _pending(kind: Kind, level: Level, *, from_tick: bool = False) -> PendingAle
         model_version="m",
         key="k",
     )
-    return PendingAlert(
-        notification=n, prediction_time=T, episode_started_at=T, from_tick=from_tick
-    )
+    return PendingAlert(notification=n, prediction_time=T, episode_started_at=T)
 
 
-def test_routes_send_only_emergencies_and_their_resolve_to_pagerduty() -> None:
+def test_routes_send_only_emergencies_and_their_end_to_pagerduty() -> None:
     both = Routing(slack=True, pagerduty=True)
     names = lambda alert, r=both: [(x.receiver, x.needs_incident) for x in routes(alert, r)]  # noqa: E731
-    assert names(_pending(Kind.RAISE, Level.WARNING)) == [(Receiver.SLACK, False)]
+    mqtt = (Receiver.MQTT, False)
+    assert names(_pending(Kind.RAISE, Level.WARNING)) == [(Receiver.SLACK, False), mqtt]
     assert names(_pending(Kind.ESCALATE, Level.EMERGENCY)) == [
         (Receiver.SLACK, False),
         (Receiver.PAGERDUTY, False),
+        mqtt,
     ]
-    assert names(_pending(Kind.REMINDER, Level.EMERGENCY)) == [(Receiver.SLACK, False)]
-    assert names(_pending(Kind.RESOLVE, Level.OK)) == [
-        (Receiver.SLACK, False),
-        (Receiver.PAGERDUTY, True),
+    assert names(_pending(Kind.REMINDER, Level.EMERGENCY)) == [(Receiver.SLACK, False), mqtt]
+    for ending in (Kind.RESOLVE, Kind.RENEWED):
+        assert names(_pending(ending, Level.OK)) == [
+            (Receiver.SLACK, False),
+            (Receiver.PAGERDUTY, True),
+            mqtt,
+        ]
+    assert names(_pending(Kind.REMINDER, Level.WARNING), Routing(slack=False, pagerduty=False)) == [
+        (Receiver.LOG, False),
+        mqtt,
     ]
-    assert names(
-        _pending(Kind.REMINDER, Level.WARNING, from_tick=True),
-        Routing(slack=False, pagerduty=False),
-    ) == [(Receiver.LOG, False), (Receiver.MQTT, False)]
 
 
 def test_http_answers_are_classified() -> None:

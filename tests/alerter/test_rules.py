@@ -12,7 +12,7 @@ import pytest
 from services.alerter.events import Ack, Notification, Prediction, Tick
 from services.alerter.levels import Channel, Kind, Level
 from services.alerter.policy import AlertRules
-from services.alerter.rules import step_ack, step_prediction, step_tick
+from services.alerter.rules import step_ack, step_prediction, step_renewal, step_tick
 from services.alerter.state import AssetAlertState
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -21,7 +21,15 @@ RULES = AlertRules()
 # Reminder cases tick for hours without data; keep the dead-man switch out of them.
 QUIET = dataclasses.replace(RULES, stale_after=timedelta(days=30))
 
-Event = Prediction | Tick | Ack
+
+@dataclasses.dataclass(frozen=True)
+class Renewal:
+    """A repair or replacement recorded for this minute."""
+
+    minute: float
+
+
+Event = Prediction | Tick | Ack | Renewal
 
 
 def at(minute: float) -> datetime:
@@ -78,6 +86,10 @@ def run(
         elif isinstance(event, Tick):
             assert state is not None
             state, sent = step_tick(state, event.now, rules)
+            notifications += sent
+        elif isinstance(event, Renewal):
+            assert state is not None
+            state, sent = step_renewal(state, at(event.minute))
             notifications += sent
         else:
             assert state is not None
@@ -410,6 +422,10 @@ ROUND_TRIP_EVENTS: list[Event] = [
     *ruls(200, 30, 30, 60, 60),
     *ruls(300, 45, 45),
     tick(600),
+    *ruls(601, 15, 15),
+    Renewal(603),
+    *ruls(602.5, 5),  # the old bearing's, arriving late: ignored
+    *ruls(604, 90, 90),
 ]
 
 
@@ -550,3 +566,41 @@ def test_malformed_state_is_rejected() -> None:
         AssetAlertState.from_dict({**data, "version": 99})
     with pytest.raises(ValueError, match="malformed"):
         AssetAlertState.from_dict({key: v for key, v in data.items() if key != "channels"})
+
+
+def test_renewal_closes_every_open_episode_once_and_ignores_the_old_bearing() -> None:
+    state, _ = run([*ruls(0, 15, 15), tick(2 * H)])
+    assert state is not None
+    active = [c for c in Channel if state.channel(c).active]
+    assert active == [Channel.RUL, Channel.STALE]
+    renewed, closed = step_renewal(state, at(2 * H + 1))
+    assert sorted((n.channel, n.kind, n.previous_level, n.level) for n in closed) == sorted(
+        (c, Kind.RENEWED, state.channel(c).level, Level.OK) for c in active
+    )
+    assert not any(renewed.channel(c).active for c in Channel)
+    assert all(n.episode == state.channel(n.channel).episode for n in closed)
+    assert renewed.recent == () and renewed.renewed_at == at(2 * H + 1)
+    assert step_renewal(renewed, at(2 * H + 1)) == (renewed, [])  # applied again: nothing
+    assert step_renewal(renewed, at(30)) == (renewed, [])  # an older one: nothing
+    # A late reading of the old bearing moves nothing; the new bearing's own
+    # readings start a new episode when they warrant one.
+    assert step_prediction(renewed, pred(2 * H + 0.5, 1), RULES) == (renewed, [])
+    _, later = run(ruls(2 * H + 2, 15, 15), state=renewed)
+    assert [(n.kind, n.episode) for n in later] == [
+        (Kind.RAISE, state.channel(Channel.RUL).episode + 1)
+    ]
+
+
+def test_renewal_of_a_quiet_asset_sends_nothing() -> None:
+    state, _ = run(ruls(0, 90, 90))
+    assert state is not None
+    renewed, sent = step_renewal(state, at(5))
+    assert sent == [] and renewed.renewed_at == at(5)
+
+
+def test_state_stored_before_renewals_existed_still_loads() -> None:
+    state, _ = run(ruls(0, 60, 45, 45))
+    assert state is not None
+    stored = state.to_dict()
+    del stored["renewed_at"]
+    assert AssetAlertState.from_dict(stored) == state
