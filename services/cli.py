@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     importlib.import_module("services.grafana.cli").register(verbs)
     importlib.import_module("services.alerter.cli").register(verbs)
     importlib.import_module("services.training.cli").register(verbs)
+    importlib.import_module("services.training.shadow_cli").register(verbs)
     importlib.import_module("services.prognostics.cli").register(verbs)
     return parser
 

@@ -44,6 +44,8 @@ META_FILE: Final = "meta.json"
 TFLITE_FILE: Final = "model.tflite"
 KERAS_FILE: Final = "model.keras"
 CURRENT_FILE: Final = "CURRENT"
+# Names a candidate that runs beside the live model without alerting (shadow mode).
+SHADOW_FILE: Final = "SHADOW"
 PAD_POLICY: Final = "repeat-first"
 
 _UNHASHED: Final = frozenset({"version", "created_at"})
@@ -269,6 +271,18 @@ def current_version(models_dir: Path) -> str:
     if not version:
         raise ModelError(f"{path} is empty")
     return version
+
+
+def shadow_version(models_dir: Path) -> str | None:
+    """Return the version named in ``models_dir/SHADOW``, or None when there is none."""
+    path = Path(models_dir) / SHADOW_FILE
+    try:
+        version = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror}") from None
+    return version or None
 
 
 class RulModel:

@@ -3,10 +3,16 @@
 The model is loaded once with the light serving runtime (no TensorFlow in
 this process) and swapped without a restart when ``models/CURRENT`` names a
 new version; every row carries the version that made it.
+
+Shadow mode: while ``models/SHADOW`` names another version, that candidate
+runs on the same batches beside the live model, with its own sequences. Its
+rows go to ``shadow_prediction`` only: nothing is published, so no alert can
+come of them. A failing shadow is switched off; it never holds up live rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -31,7 +37,7 @@ from cbm.topics import Topics
 from cbm.worker import Effects
 from services.features.extract import FEATURE_NAMES
 from services.inference import core, store
-from services.inference.model import RulModel
+from services.inference.model import CURRENT_FILE, SHADOW_FILE, RulModel, shadow_version
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,7 @@ class InferenceEffects(Effects):
 
     predictions: list[PredictionMessage] = field(default_factory=list)
     received_at: list[datetime] = field(default_factory=list)
+    shadow: list[PredictionMessage] = field(default_factory=list)
 
     def extend(self, other: Effects) -> None:
         """Add another batch's effects."""
@@ -49,6 +56,7 @@ class InferenceEffects(Effects):
         if isinstance(other, InferenceEffects):
             self.predictions.extend(other.predictions)
             self.received_at.extend(other.received_at)
+            self.shadow.extend(other.shadow)
 
 
 class InferenceStage:
@@ -68,9 +76,13 @@ class InferenceStage:
         )
         self.state = core.InferenceState()
         self.model = model
+        self.shadow: RulModel | None = None
+        self.shadow_state = core.InferenceState()
+        self._shadow_rules = dataclasses.replace(self.rules, explain_top=0)
         self._pool: ConnectionPool | None = None
         self._pinned = model is not None or settings.inference.model_version is not None
         self._current_mtime = 0.0
+        self._shadow_mtime = 0.0
         self._next_check = 0.0
         self._resets: dict[str, datetime] = {}
         self._next_reset_check = 0.0
@@ -83,6 +95,7 @@ class InferenceStage:
         """Load the model; sequences are rebuilt lazily, asset by asset."""
         self._pool = pool
         self.state = core.InferenceState()
+        self.shadow_state = core.InferenceState()
         if self.model is None:
             self.model = self._load(self.settings.inference.model_version)
 
@@ -114,8 +127,9 @@ class InferenceStage:
             return effects
         vectors = _concat(frames)
         self._forget_renewed()
-        self._rebuild(vectors, model)
+        self._rebuild(vectors, model, self.state)
         self.state, predictions = core.step(self.state, vectors, model, self.rules)
+        effects.shadow = self._shadow_step(vectors)
         received = dict(
             zip(
                 zip(vectors.asset_ids, vectors.times, strict=True), vectors.received_at, strict=True
@@ -132,8 +146,9 @@ class InferenceStage:
         return effects
 
     def persist(self, conn: psycopg.Connection[Any], effects: InferenceEffects) -> None:
-        """Store the predictions once each."""
+        """Store the predictions (and the shadow's) once each."""
         store.write_predictions(conn, effects.predictions, effects.received_at)
+        store.write_shadow(conn, effects.shadow)
 
     def _forget_renewed(self) -> None:
         """Drop the sequence of every asset repaired or replaced since the last look.
@@ -148,10 +163,10 @@ class InferenceStage:
         with self._pool.connection() as conn:
             resets = latest_resets(conn)
         for asset_id, began in resets.items():
-            if (
-                self._resets.get(asset_id) != began
-                and self.state.assets.pop(asset_id, None) is not None
-            ):
+            if self._resets.get(asset_id) == began:
+                continue
+            self.shadow_state.assets.pop(asset_id, None)
+            if self.state.assets.pop(asset_id, None) is not None:
                 log.info(
                     "%s was repaired or replaced at %s: its sequence starts again",
                     asset_id,
@@ -159,12 +174,29 @@ class InferenceStage:
                 )
         self._resets = resets
 
-    def _rebuild(self, vectors: FeatureVectors, model: RulModel) -> None:
+    def _shadow_step(self, vectors: FeatureVectors) -> list[PredictionMessage]:
+        shadow = self.shadow
+        if shadow is None:
+            return []
+        try:
+            self._rebuild(vectors, shadow, self.shadow_state)
+            self.shadow_state, predicted = core.step(
+                self.shadow_state, vectors, shadow, self._shadow_rules
+            )
+        except psycopg.Error:
+            raise  # the database, not the shadow: the worker retries the batch
+        except Exception:
+            log.exception("shadow model %s failed; it is off until SHADOW changes", shadow.version)
+            self.shadow = None
+            return []
+        return predicted
+
+    def _rebuild(
+        self, vectors: FeatureVectors, model: RulModel, state: core.InferenceState
+    ) -> None:
         before: dict[str, datetime] = {}
         for asset_id, t in zip(vectors.asset_ids, vectors.times, strict=True):
-            if asset_id not in self.state.assets and (
-                asset_id not in before or t < before[asset_id]
-            ):
+            if asset_id not in state.assets and (asset_id not in before or t < before[asset_id]):
                 before[asset_id] = t
         if not before:
             return
@@ -180,7 +212,7 @@ class InferenceStage:
             base: list[core.FloatArray] = (
                 list(model.select(np.array(history.baseline))) if history.baseline else []
             )
-            self.state.assets[asset_id] = core.new_sequence(
+            state.assets[asset_id] = core.new_sequence(
                 model.lookback,
                 self.rules,
                 history=recent,
@@ -200,9 +232,9 @@ class InferenceStage:
         self._current_mtime = self._current_stat()
         return model
 
-    def _current_stat(self) -> float:
+    def _current_stat(self, name: str = CURRENT_FILE) -> float:
         try:
-            return os.stat(Path(self.settings.inference.models_dir) / "CURRENT").st_mtime
+            return os.stat(Path(self.settings.inference.models_dir) / name).st_mtime
         except OSError:
             return 0.0
 
@@ -210,6 +242,7 @@ class InferenceStage:
         if self._pinned or time.monotonic() < self._next_check:
             return
         self._next_check = time.monotonic() + self.settings.inference.reload_check_s
+        self._maybe_reload_shadow()
         if self._current_stat() == self._current_mtime:
             return
         try:
@@ -224,6 +257,31 @@ class InferenceStage:
             # Sequences hold the old model's columns: rebuild them from the database.
             self.model = model
             self.state = core.InferenceState()
+            if self.shadow is not None and self.shadow.version == model.version:
+                log.info("shadow model %s is live now; shadow mode ends", model.version)
+                self.shadow = None
+
+    def _maybe_reload_shadow(self) -> None:
+        stat = self._current_stat(SHADOW_FILE)
+        if stat == self._shadow_mtime:
+            return
+        self._shadow_mtime = stat
+        models_dir = self.settings.inference.models_dir
+        self.shadow, self.shadow_state = None, core.InferenceState()
+        try:
+            version = shadow_version(models_dir)
+            if version is None or (self.model is not None and version == self.model.version):
+                log.info("no shadow model")
+                return
+            self.shadow = RulModel.load(models_dir, version)
+        except Exception:
+            log.exception("could not load the shadow model; running without one")
+            return
+        log.info(
+            "shadow model %s runs beside %s (rows: shadow_prediction)",
+            version,
+            self.model.version if self.model else "none",
+        )
 
 
 def _concat(frames: list[FeatureVectors]) -> FeatureVectors:

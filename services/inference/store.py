@@ -118,3 +118,26 @@ def write_predictions(
             [orjson.dumps([list(t) for t in p.top_features]).decode() for p in predictions],
         ),
     )
+
+
+def write_shadow(conn: psycopg.Connection[Any], predictions: Sequence[PredictionMessage]) -> None:
+    """Insert a shadow model's rows once each (keyed by asset, time and version)."""
+    if not predictions:
+        return
+    conn.execute(
+        f"""INSERT INTO {tables.SHADOW_PREDICTION}
+            (asset_id, time, model_version, rul_hours, rul_low, rul_high, anomaly_score, running)
+            SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::real[],
+                                 %s::real[], %s::real[], %s::real[], %s::bool[])
+            ON CONFLICT DO NOTHING""",
+        (
+            [p.asset_id for p in predictions],
+            [p.time for p in predictions],
+            [p.model_version for p in predictions],
+            [p.rul_hours for p in predictions],
+            [p.rul_low for p in predictions],
+            [p.rul_high for p in predictions],
+            [p.anomaly_score for p in predictions],
+            [p.running for p in predictions],
+        ),
+    )

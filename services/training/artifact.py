@@ -122,8 +122,13 @@ def write_artifact(
 
 def set_current(models_dir: Path, version: str) -> None:
     """Point ``models_dir/CURRENT`` at ``version`` (atomic replace)."""
-    path = Path(models_dir) / CURRENT_FILE
-    partial = path.with_name(CURRENT_FILE + ".partial")
+    set_pointer(models_dir, CURRENT_FILE, version)
+
+
+def set_pointer(models_dir: Path, name: str, version: str) -> None:
+    """Make the file ``models_dir/name`` (CURRENT, SHADOW) name ``version`` (atomic replace)."""
+    path = Path(models_dir) / name
+    partial = path.with_name(name + ".partial")
     with partial.open("w", encoding="utf-8") as handle:
         handle.write(version + "\n")
         handle.flush()

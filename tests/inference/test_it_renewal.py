@@ -11,17 +11,15 @@ import psycopg
 import pytest
 
 from cbm.db import open_pool
-from cbm.frames import encode_features
 from cbm.messages import FeatureVectors
-from cbm.mqtt import Inbound
 from cbm.prediction import PredictionMessage
-from cbm.topics import Topics
 from services.features.extract import FEATURE_NAMES, FEATURE_SET_VERSION
 from services.features.store import write_vectors
 from services.inference import core
 from services.inference.model import RulModel
 from services.inference.stage import InferenceStage
 from services.training.dataset import FleetConfig, simulate_table
+from tests.support.inference import run_batch
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 ASSET = "pump-1"
@@ -61,21 +59,6 @@ def offline(*batches: FeatureVectors, settings: Any) -> PredictionMessage:
         state, predicted = core.step(state, batch, model, rules)
         out += predicted
     return out[-1]
-
-
-def run_batch(stage: InferenceStage, pool: Any, batch: FeatureVectors) -> list[PredictionMessage]:
-    message = Inbound(
-        topic=Topics(stage.settings.base_topic).features(0),
-        payload=encode_features(batch),
-        mid=1,
-        dup=False,
-        received_at=datetime.now(UTC),
-        generation=1,
-    )
-    effects = stage.compute([message])
-    with pool.connection() as conn, conn.transaction():
-        stage.persist(conn, effects)
-    return effects.predictions
 
 
 def test_replacement_restarts_sequence_live_and_after_a_restart(

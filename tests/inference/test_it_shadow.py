@@ -1,0 +1,171 @@
+"""Shadow mode: a candidate runs beside the live model, is compared, then promoted (real DB)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from cbm.db import open_pool
+from cbm.errors import ModelError
+from cbm.messages import FeatureVectors, from_micros
+from cbm.prediction import decode_prediction
+from services.features.extract import FEATURE_NAMES, FEATURE_SET_VERSION
+from services.features.store import write_vectors
+from services.inference import core
+from services.inference.model import RulModel, content_version, current_version
+from services.inference.stage import InferenceStage
+from services.training import shadow_cli
+from services.training.artifact import set_pointer
+from services.training.dataset import FeatureTable, FleetConfig, simulate_table
+from tests.support.inference import run_batch, step
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def variant(models: Path, base: str, *, std_factor: float) -> str:
+    """Copy ``base`` with its scaler's spread scaled: a valid model that predicts differently."""
+    meta = json.loads((models / base / "meta.json").read_text())
+    meta["scaler"]["std"] = [s * std_factor for s in meta["scaler"]["std"]]
+    tflite = (models / base / "model.tflite").read_bytes()
+    version = content_version(tflite, meta)
+    meta["version"] = version
+    shutil.copytree(models / base, models / version)
+    (models / version / "meta.json").write_text(json.dumps(meta))
+    return version
+
+
+def fleet_vectors(table: FeatureTable, rows: np.ndarray) -> FeatureVectors:
+    times = tuple(from_micros(int(table.time_us[i])) for i in rows)
+    return FeatureVectors(
+        feature_set=FEATURE_SET_VERSION,
+        columns=FEATURE_NAMES,
+        asset_ids=tuple(str(table.asset_id[i]) for i in rows),
+        times=times,
+        seqs=tuple(int(i) for i in rows),
+        received_at=times,
+        running=tuple(bool(table.running[i]) for i in rows),
+        values=table.values[rows],
+    )
+
+
+def offline(model: RulModel, vectors: FeatureVectors, settings: Any) -> dict[Any, float]:
+    rules = core.Rules(baseline_vectors=settings.inference.baseline_vectors, explain_top=0)
+    state = core.InferenceState(
+        assets={a: core.new_sequence(model.lookback, rules) for a in set(vectors.asset_ids)}
+    )
+    _, out = core.step(state, vectors, model, rules)
+    return {(p.asset_id, p.time): p.rul_hours for p in out}
+
+
+def shadow_command(settings: Any, *argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="cbm")
+    shadow_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["shadow", *argv])
+    return int(args.handler(settings, args))
+
+
+def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
+    make_settings, db: psycopg.Connection[Any], tmp_path, capsys
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(MODELS, models)
+    good = current_version(models)
+    # The live model is a distorted copy; the committed model runs in shadow.
+    bad = variant(models, good, std_factor=4.0)
+    set_pointer(models, "CURRENT", bad)
+    settings = make_settings(
+        inference={
+            "models_dir": str(models),
+            "baseline_vectors": 3,
+            "explain_top": 0,
+            "reload_check_s": 0.001,
+        }
+    )
+    with pytest.raises(ModelError, match="live model already"):
+        shadow_command(settings, "start", bad)
+    assert shadow_command(settings, "start", good) == 0
+    assert "runs in shadow" in capsys.readouterr().out
+
+    table = simulate_table(FleetConfig(n_assets=2, seed=3, life_mean_hours=40, healthy_share=0.0))
+    order = np.argsort(table.time_us, kind="stable")
+    vectors = fleet_vectors(table, order)
+    for asset in table.assets():
+        rows = table.rows(asset, running_only=False)
+        last = rows[-1]
+        failed_at = from_micros(int(table.time_us[last])) + timedelta(
+            hours=float(table.rul_hours[last])
+        )
+        db.execute(
+            "INSERT INTO maintenance_event (asset_id, time, kind, recorded_by)"
+            " VALUES (%s, %s, 'failure', 'test')",
+            (asset, failed_at),
+        )
+
+    pool = open_pool(settings, name="test-shadow")
+    try:
+        pool.wait()
+        with pool.connection() as conn, conn.transaction():
+            write_vectors(conn, vectors)
+        stage = InferenceStage(settings)
+        stage.prepare(pool)
+        half = len(vectors) // 2
+        first = fleet_vectors(table, order[:half])
+        effects = step(stage, pool, first)
+        # Only the live model's rows are published and stored as predictions.
+        published = [decode_prediction(m.payload) for m in effects.messages]
+        assert {p.model_version for p in published} == {bad}
+        assert len(effects.shadow) == len(first)
+        run_batch(stage, pool, fleet_vectors(table, order[half:]))
+
+        live_rows = db.execute("SELECT DISTINCT model_version FROM prediction").fetchall()
+        assert live_rows == [(bad,)]
+        stored = dict(
+            ((a, t), r)
+            for a, t, r in db.execute(
+                "SELECT asset_id, time, rul_hours FROM shadow_prediction WHERE model_version = %s",
+                (good,),
+            )
+        )
+        expected = offline(RulModel.load(models, good), vectors, settings)
+        assert stored.keys() == expected.keys()
+        assert max(abs(stored[k] - expected[k]) for k in expected) < 1e-3
+        live_expected = offline(RulModel.load(models, bad), vectors, settings)
+        assert max(abs(live_expected[k] - expected[k]) for k in expected) > 1.0
+
+        assert shadow_command(settings, "status", "--json") == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["pairs"] == len(vectors) and report["assets"] == 2
+        assert report["scored_pairs"] > 0
+        assert report["shadow"]["rmse"] < report["live"]["rmse"]
+        assert shadow_command(settings, "status") == 0
+        text = capsys.readouterr().out
+        print(text)
+        assert f"shadow {good} beside live {bad}" in text
+        assert f"{len(vectors)} paired predictions of 2 assets" in text
+
+        assert shadow_command(settings, "promote", "--by", "pytest") == 0
+        assert current_version(models) == good
+        assert not (models / "SHADOW").exists()
+        (row,) = db.execute(
+            "SELECT candidate_version, current_version, decision, decided_by,"
+            " candidate_value, current_value FROM model_promotion"
+        ).fetchall()
+        assert row[:4] == (good, bad, "promoted", "pytest")
+        assert row[4] == pytest.approx(report["shadow"]["rmse"])
+        assert row[5] == pytest.approx(report["live"]["rmse"])
+
+        # The running stage switches to the promoted model and shadow mode ends.
+        again = fleet_vectors(table, order[-1:])
+        (p,) = run_batch(stage, pool, again)
+        assert p.model_version == good
+        assert stage.shadow is None
+    finally:
+        pool.close()
