@@ -29,7 +29,7 @@ class AlertRules:
     critical_repeat: timedelta = timedelta(hours=1)
     emergency_repeat: timedelta = timedelta(minutes=15)
     # Compare the interval's lower bound instead of the point estimate.
-    use_interval_bound: bool = False
+    use_interval_bound: bool = True
     anomaly_threshold: float = 3.0
     anomaly_margin: float = 0.5
     stale_after: timedelta = timedelta(minutes=30)

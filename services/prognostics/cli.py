@@ -129,9 +129,10 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     score.add_argument(
         "--use-interval-bound",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="compare the interval's lower bound (default: alerting.use_interval_bound)",
+        help="compare the interval's lower bound, or (--no-...) the point estimate"
+        " (default: alerting.use_interval_bound)",
     )
     bt.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report directory")
     bt.set_defaults(handler=backtest)
@@ -270,7 +271,9 @@ def backtest(settings: Settings, args: argparse.Namespace) -> int:
 
     alerting = settings.alerting
     check_overrides(alerting)
-    bound = alerting.use_interval_bound if args.use_interval_bound is None else True
+    bound = (
+        alerting.use_interval_bound if args.use_interval_bound is None else args.use_interval_bound
+    )
     rules = dataclasses.replace(rules_for(alerting, ""), use_interval_bound=bound)
     overrides = {
         asset_id: dataclasses.replace(rules_for(alerting, asset_id), use_interval_bound=bound)

@@ -37,9 +37,9 @@ from tests.support.services import ROOT
 ESCALATION = [("raise", "WARNING"), ("escalate", "CRITICAL"), ("escalate", "EMERGENCY")]
 SPEEDUP = 3600 * 100
 CONFIGS = (
-    {"use_interval_bound": False, "debounce_count": 2},  # the defaults
+    {"use_interval_bound": False, "debounce_count": 2},
     {"use_interval_bound": False, "debounce_count": 3},
-    {"use_interval_bound": True, "debounce_count": 2},
+    {"use_interval_bound": True, "debounce_count": 2},  # the defaults
     {"use_interval_bound": True, "debounce_count": 3},
 )
 

@@ -174,6 +174,7 @@ def test_backtest_from_the_database(make_settings, db, cbm, capsys, tmp_path) ->
             settings,
             "backtest",
             "--from-db",
+            "--no-use-interval-bound",  # the figures are worked out on the point estimate
             "--speedup",
             "3600",
             "--thresholds",
@@ -206,6 +207,7 @@ def test_backtest_from_the_database(make_settings, db, cbm, capsys, tmp_path) ->
             settings,
             "backtest",
             "--from-db",
+            "--no-use-interval-bound",  # the figures are worked out on the point estimate
             "--horizon-hours",
             "1",
             "--thresholds",
