@@ -190,6 +190,7 @@ def run_demo(settings: Settings, *, configured: bool, assets: int, minutes: floa
                 "seed": 42,
                 "progress": None,
                 "stop": stop,
+                "record_failures": True,
             },
             daemon=True,
         )

@@ -45,6 +45,12 @@ def register(verbs: Any) -> None:
         type=Path,
         help="write the fleet's asset register (YAML for the settings) and go on",
     )
+    p.add_argument(
+        "--record-failures",
+        action="store_true",
+        help="write a 'failure' maintenance_event row to the configured database for each "
+        "asset that runs to failure (labels for `cbm train --from-db` and the backtest)",
+    )
     for fault in ("glitch", "nan-burst", "dropout", "duplicate", "late"):
         p.add_argument(
             f"--{fault}", type=float, default=0.0, help=f"probability per window of a {fault} fault"
@@ -101,5 +107,6 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
         faults=faults,
         per_device=args.per_device,
         credentials=credentials,
+        record_failures=args.record_failures,
     )
     return 0

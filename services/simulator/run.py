@@ -5,6 +5,11 @@ per wall-clock second, so at the default 3,600 each asset sends one window a
 second and a 200-hour life runs in about three minutes. Event times are the
 wall-clock times of publication (what a device's clock would stamp), so the
 pipeline sees a live fleet.
+
+With ``record_failures`` each asset that runs to failure also becomes a
+``failure`` row of ``maintenance_event`` (``services.simulator.recorder``),
+stamped with the event time of its last window, as the plant's maintenance
+log would have it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from cbm.topics import Topics
 from services.simulator.edge import EdgeMessage, Faults, PayloadFormat, edge_messages
 from services.simulator.fleet import AssetSpec
 from services.simulator.physics import SimWindow, simulate_fleet
+from services.simulator.recorder import Connect, FailureRecorder, failure_event, settings_connect
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ class Tally:
     duplicates: int = 0
     failed_assets: set[str] = field(default_factory=set)
     sent: list[tuple[str, datetime]] = field(default_factory=list)  # good windows (asset, time)
+    failures_recorded: int = 0  # maintenance_event rows written (with record_failures)
+    failures_unrecorded: int = 0  # failures the database did not take by the end
 
 
 class DevicePool:
@@ -115,8 +123,16 @@ def publish_fleet(
     progress: TextIO | None = sys.stderr,
     stop: threading.Event | None = None,
     on_window: Callable[[SimWindow, datetime], None] | None = None,
+    record_failures: bool = False,
+    connect: Connect | None = None,
 ) -> Tally:
-    """Publish the fleet in compressed real time; return what was sent."""
+    """Publish the fleet in compressed real time; return what was sent.
+
+    ``record_failures`` writes a ``maintenance_event`` failure row for each
+    asset that runs to failure, as it happens, to the database ``connect``
+    opens (default: ``settings.database``). The database being away only
+    costs the rows, which are retried; publishing goes on regardless.
+    """
     topics = Topics(settings.base_topic)
     sim_start = datetime.now(UTC) - timedelta(days=365)
     windows = simulate_fleet(
@@ -139,6 +155,9 @@ def publish_fleet(
     pool = DevicePool(
         settings, [s.asset_id for s in specs], per_device=per_device, credentials=credentials
     )
+    recorder = None
+    if record_failures:
+        recorder = FailureRecorder(connect=connect or settings_connect(settings))
     last_report = time.monotonic()
     try:
         for message in edge_messages(
@@ -158,7 +177,17 @@ def publish_fleet(
                     pool.flush()
                     time.sleep(delay)
             pool.publish(message)
+            first_failure = (
+                message.kind == "window"
+                and message.window is not None
+                and message.window.failed
+                and message.asset_id not in tally.failed_assets
+            )
             _count(tally, message, on_window)
+            if recorder is not None and first_failure and message.window is not None:
+                recorder.record(
+                    failure_event(message.asset_id, message.time, message.window.fault_mode)
+                )
             if progress is not None and time.monotonic() - last_report > 5:
                 last_report = time.monotonic()
                 rate = tally.windows / max(1e-9, time.time() - wall_start)
@@ -169,10 +198,19 @@ def publish_fleet(
                 )
     finally:
         pool.close()
+        if recorder is not None:
+            result = recorder.close()
+            tally.failures_recorded = result.written
+            tally.failures_unrecorded = len(result.unwritten)
     if progress is not None:
+        recorded = (
+            f" ({tally.failures_recorded} recorded, {tally.failures_unrecorded} not)"
+            if recorder is not None
+            else ""
+        )
         print(
             f"simulator: done, {tally.windows} windows, {tally.bad} bad payloads, "
-            f"{len(tally.failed_assets)} assets ran to failure",
+            f"{len(tally.failed_assets)} assets ran to failure{recorded}",
             file=progress,
         )
     return tally

@@ -10,9 +10,16 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from cbm.errors import SettingsError
 from cbm.settings import Settings
 from services.training import defaults
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from services.training.history import HistoryConfig
 
 DEFAULT_REPORT_DIR = Path("reports")
 
@@ -42,6 +49,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=defaults.FLEET_ASSETS,
         help="simulated assets (default: %(default)s)",
     )
+    source.add_argument(
+        "--from-db",
+        action="store_true",
+        help="train on the database's history: feature_vector rows labelled by the "
+        "recorded failures of maintenance_event",
+    )
+    _add_history_options(train)
     train.add_argument(
         "--seed",
         type=int,
@@ -152,13 +166,20 @@ def _register_retrain(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         default=None,
         help="where the models and CURRENT are (default: the inference.models_dir setting)",
     )
-    retrain.add_argument(
+    source = retrain.add_mutually_exclusive_group()
+    source.add_argument(
         "--simulate",
         type=int,
-        default=defaults.FLEET_ASSETS,
+        default=None,
         metavar="N",
-        help="train on a simulated fleet of N assets (default: %(default)s)",
+        help=f"train on a simulated fleet of N assets (default: {defaults.FLEET_ASSETS})",
     )
+    source.add_argument(
+        "--from-db",
+        action="store_true",
+        help="train on the database's history (feature rows labelled by recorded failures)",
+    )
+    _add_history_options(retrain)
     retrain.add_argument(
         "--seed",
         type=int,
@@ -199,6 +220,63 @@ def _register_retrain(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     retrain.set_defaults(handler=run_retrain)
 
 
+def _add_history_options(parser: argparse.ArgumentParser) -> None:
+    history = parser.add_argument_group("with --from-db")
+    history.add_argument(
+        "--with-simulated",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N simulated assets (seed --seed) to the recorded lives (default: 0)",
+    )
+    history.add_argument(
+        "--speedup",
+        type=float,
+        default=None,
+        help="the live simulator's --speedup the history was recorded at: RUL hours per "
+        "hour of event time (default: 1, a real plant)",
+    )
+    history.add_argument(
+        "--include-censored",
+        action="store_true",
+        help="keep windows of lives with no recorded failure where the machine is known to "
+        "have run a full cap longer (labelled at the cap); default: leave censored lives out",
+    )
+
+
+def history_config(args: argparse.Namespace) -> HistoryConfig | None:
+    """Return the history options of ``args``; None without ``--from-db``."""
+    from services.training.history import HistoryConfig  # noqa: PLC0415
+
+    if not args.from_db:
+        if args.with_simulated or args.speedup is not None or args.include_censored:
+            raise SettingsError(
+                "--with-simulated, --speedup and --include-censored go with --from-db"
+            )
+        return None
+    speedup = 1.0 if args.speedup is None else args.speedup
+    return HistoryConfig(
+        hours_per_second=speedup / 3600.0,
+        include_censored=args.include_censored,
+        with_simulated=args.with_simulated,
+    )
+
+
+def _connector(settings: Settings) -> Callable[[], psycopg.Connection[tuple[object, ...]]]:
+    """Return a connect function for the configured database (bounded wait, autocommit)."""
+    import psycopg  # noqa: PLC0415
+
+    from cbm.db import conninfo  # noqa: PLC0415
+    from services.training.retrain import CONNECT_TIMEOUT_S  # noqa: PLC0415
+
+    def connect() -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(
+            conninfo(settings), connect_timeout=CONNECT_TIMEOUT_S, autocommit=True
+        )
+
+    return connect
+
+
 def run_train(settings: Settings, args: argparse.Namespace) -> int:
     """Train a model as the arguments say; return the exit status."""
     from services.inference.model import CURRENT_FILE  # noqa: PLC0415
@@ -215,6 +293,7 @@ def run_train(settings: Settings, args: argparse.Namespace) -> int:
             healthy_share=args.healthy_share,
         ),
         fleet_file=args.fleet,
+        history=history_config(args),
         lookback=args.lookback,
         cap_hours=args.cap_hours,
         coverage=args.coverage,
@@ -227,6 +306,7 @@ def run_train(settings: Settings, args: argparse.Namespace) -> int:
         make_current=args.promote or not (models_dir / CURRENT_FILE).exists(),
         verbose=args.progress,
         out=sys.stdout,
+        connect=_connector(settings) if args.from_db else None,
     )
     return 0
 
@@ -251,23 +331,10 @@ def run_retrain(settings: Settings, args: argparse.Namespace) -> int:
     """Retrain and decide as the arguments say; return the exit status (0 promoted or not)."""
     import getpass  # noqa: PLC0415
 
-    import psycopg  # noqa: PLC0415
-
-    from cbm.db import conninfo  # noqa: PLC0415
     from services.training.dataset import FleetConfig  # noqa: PLC0415
     from services.training.network import NetworkConfig  # noqa: PLC0415
-    from services.training.retrain import (  # noqa: PLC0415
-        CONNECT_TIMEOUT_S,
-        Metric,
-        RetrainConfig,
-        retrain,
-    )
+    from services.training.retrain import Metric, RetrainConfig, retrain  # noqa: PLC0415
     from services.training.train import TrainConfig  # noqa: PLC0415
-
-    def connect() -> psycopg.Connection[tuple[object, ...]]:
-        return psycopg.connect(
-            conninfo(settings), connect_timeout=CONNECT_TIMEOUT_S, autocommit=True
-        )
 
     if settings.inference.model_version is not None:
         print(
@@ -276,7 +343,8 @@ def run_retrain(settings: Settings, args: argparse.Namespace) -> int:
         )
     config = RetrainConfig(
         train=TrainConfig(
-            fleet=FleetConfig(n_assets=args.simulate, seed=args.seed),
+            fleet=FleetConfig(n_assets=args.simulate or defaults.FLEET_ASSETS, seed=args.seed),
+            history=history_config(args),
             network=NetworkConfig(max_epochs=args.epochs),
         ),
         metric=Metric(args.metric),
@@ -287,7 +355,7 @@ def run_retrain(settings: Settings, args: argparse.Namespace) -> int:
         config,
         models_dir=args.models_dir or settings.inference.models_dir,
         features=settings.features,
-        connect=connect,
+        connect=_connector(settings),
         verbose=args.progress,
         out=sys.stdout,
     )

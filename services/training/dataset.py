@@ -45,6 +45,12 @@ class FeatureTable:
     :data:`FEATURE_NAMES` entry. ``rul_hours`` is ``inf`` for healthy controls
     (right-censored). ``running`` is the features stage's own verdict (RMS over
     ``off_rms_g``), not the simulator's. Compared by identity: it holds arrays.
+
+    ``asset_id`` names the unit sequences are built from: a simulated asset,
+    or one life of a machine from the database (``services.training.history``).
+    ``machine_id``, when given, names the machine each row belongs to; the
+    split keeps all lives of a machine together. Without it each unit is its
+    own machine.
     """
 
     asset_id: npt.NDArray[np.str_]
@@ -54,6 +60,7 @@ class FeatureTable:
     rul_hours: npt.NDArray[np.float64]
     fault_mode: npt.NDArray[np.str_]
     meta: dict[str, Any]
+    machine_id: npt.NDArray[np.str_] | None = None
 
     def __len__(self) -> int:
         return int(self.time_us.size)
@@ -62,6 +69,20 @@ class FeatureTable:
         """Return the asset ids in order of first appearance."""
         ids, first = np.unique(self.asset_id, return_index=True)
         return [str(ids[i]) for i in np.argsort(first)]
+
+    def machines(self) -> dict[str, list[str]]:
+        """Return each machine's units (in order of first appearance), machines likewise."""
+        units = self.assets()
+        if self.machine_id is None:
+            return {unit: [unit] for unit in units}
+        _, first = np.unique(self.asset_id, return_index=True)
+        machine_of = dict(
+            zip(self.asset_id[first].tolist(), self.machine_id[first].tolist(), strict=True)
+        )
+        groups: dict[str, list[str]] = {}
+        for unit in units:
+            groups.setdefault(str(machine_of[unit]), []).append(unit)
+        return groups
 
     def fails(self, asset_id: str) -> bool:
         """Return whether the asset runs to failure (a finite RUL) in this table."""
@@ -176,24 +197,50 @@ class Split:
 def split_assets(
     table: FeatureTable, *, seed: int, validation_share: float = 0.2, test_share: float = 0.2
 ) -> Split:
-    """Split the assets three ways so no asset is in two splits.
+    """Split the machines three ways so no machine is in two splits; return their units.
 
-    Failing and healthy assets are shuffled and shared out separately, so each
-    split holds both kinds whenever there are enough of them.
+    Failing machines (one failing unit is enough) and healthy ones are
+    shuffled and shared out separately, so each split holds both kinds
+    whenever there are enough of them. A table without ``machine_id`` splits
+    its assets, each on its own.
     """
     if not (0 < validation_share < 1 and 0 < test_share < 1 and validation_share + test_share < 1):
         raise ValueError("validation_share and test_share must be in (0, 1) and sum below 1")
     rng = np.random.default_rng(seed)
+    groups = table.machines()
     parts: tuple[list[str], list[str], list[str]] = ([], [], [])
     for kind in (True, False):
-        ids = sorted(a for a in table.assets() if table.fails(a) is kind)
+        ids = sorted(m for m, units in groups.items() if any(map(table.fails, units)) is kind)
         ids = [ids[i] for i in rng.permutation(len(ids))]
         n_val = math.floor(validation_share * len(ids) + 0.5)
         n_test = math.floor(test_share * len(ids) + 0.5)
-        parts[1].extend(ids[:n_val])
-        parts[2].extend(ids[n_val : n_val + n_test])
-        parts[0].extend(ids[n_val + n_test :])
+        for part, chosen in zip(
+            parts, (ids[n_val + n_test :], ids[:n_val], ids[n_val : n_val + n_test]), strict=True
+        ):
+            part.extend(unit for machine in chosen for unit in groups[machine])
     return Split(*(tuple(sorted(part)) for part in parts))
+
+
+def concat_tables(tables: Sequence[FeatureTable], *, meta: dict[str, Any]) -> FeatureTable:
+    """Return the rows of ``tables`` in one table; no unit or machine id may be in two of them."""
+    machines = [t.machine_id if t.machine_id is not None else t.asset_id for t in tables]
+    for kind, columns in (("unit", [t.asset_id for t in tables]), ("machine", machines)):
+        seen: set[str] = set()
+        for column in columns:
+            ids = set(np.unique(column).tolist())
+            if shared := ids & seen:
+                raise ValueError(f"the tables share {kind} ids, e.g. {sorted(shared)[:3]}")
+            seen |= ids
+    return FeatureTable(
+        asset_id=np.concatenate([t.asset_id.astype(object) for t in tables]).astype(str),
+        time_us=np.concatenate([t.time_us for t in tables]),
+        values=np.concatenate([t.values for t in tables]),
+        running=np.concatenate([t.running for t in tables]),
+        rul_hours=np.concatenate([t.rul_hours for t in tables]),
+        fault_mode=np.concatenate([t.fault_mode.astype(object) for t in tables]).astype(str),
+        meta=meta,
+        machine_id=np.concatenate([m.astype(object) for m in machines]).astype(str),
+    )
 
 
 def capped_rul(rul_hours: npt.NDArray[np.float64], cap_hours: float) -> npt.NDArray[np.float64]:

@@ -20,6 +20,7 @@ from typing import Any, Final, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from cbm.errors import ModelError
 from cbm.settings import FeaturesSettings
 from services.inference.model import ModelMeta, Prediction, RulModel, quantiles_to_prediction
 from services.training import network
@@ -60,6 +61,11 @@ def config_from_meta(meta: ModelMeta) -> TrainConfig:
     """Return the training config that the artifact's meta.json records."""
     doc = meta.document
     data = doc["data"]
+    if str(data.get("source", "")).startswith("database"):
+        raise ModelError(
+            f"model {meta.version} was trained on the database's history, which keeps "
+            "changing, so its data cannot be rebuilt here; its test scores are in meta.json"
+        )
     net = doc["training"]["network"]
     fleet_file = Path(data["path"]) if data.get("source") == "file" else None
     fleet = (

@@ -7,9 +7,11 @@ better on the chosen metric. A rejected candidate keeps its folder, with a
 ``report.json`` that says why. Every decision is also a ``model_promotion``
 row when the database answers; without one the decision is made all the same.
 
-The data is a simulated fleet for now. Retraining on the fleet's own history
-(``feature_vector`` rows labelled by recorded failures) is still to do; see
-docs/model.md.
+The data is a simulated fleet, or with ``--from-db`` the fleet's own history:
+``feature_vector`` rows labelled by the ``maintenance_event`` failures that
+end each machine's lives (``services.training.history``), optionally with
+simulated assets added. A live model trained on the same database is judged
+only on lives it neither trained nor validated on.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from cbm.settings import FeaturesSettings
 from services.inference.model import CURRENT_FILE, ModelMeta, RulModel, current_version
 from services.training.artifact import set_current
 from services.training.dataset import FeatureTable, Split
+from services.training.history import is_life_id, machine_of
 from services.training.metrics import Scores
 from services.training.sequences import prepare
 from services.training.train import (
@@ -119,16 +122,28 @@ def decide(candidate_value: float, current_value: float | None) -> tuple[Decisio
 def held_out_assets(split: Split, fleet: Mapping[str, Any], current: ModelMeta | None) -> list[str]:
     """Return the candidate's test assets that the current model never trained or validated on.
 
-    Only a model trained on the very same fleet can have seen them: asset ids
-    repeat across simulated fleets, the machines behind them do not.
+    Only a model trained on the same machines can have seen them. A simulated
+    id means the same machine only in the very same simulated fleet (ids repeat
+    across fleets, the machines behind them do not). A recorded life (``a#2``)
+    is left out when the current model saw any life of machine ``a`` from the
+    same database, however much history was added since.
     """
     if current is None:
         return list(split.test)
     data = current.document.get("data", {})
-    if _fleet_of(data) != _fleet_of(fleet):
+    if "split" not in data:
         return list(split.test)
-    seen = set(data["split"]["train"]) | set(data["split"]["validation"])
-    return [asset for asset in split.test if asset not in seen]
+    seen = {_unit_key(asset) for asset in [*data["split"]["train"], *data["split"]["validation"]]}
+    return [
+        asset
+        for asset in split.test
+        if _unit_key(asset) not in seen or _machines_of(asset, data) != _machines_of(asset, fleet)
+    ]
+
+
+def _unit_key(asset: str) -> str:
+    """Return what must not repeat: a simulated asset, or the machine of a recorded life."""
+    return machine_of(asset) if is_life_id(asset) else asset
 
 
 def score_on(model: RulModel, table: FeatureTable, assets: Sequence[str]) -> Scores:
@@ -191,13 +206,13 @@ def retrain(
     started = read_clock()
     models_dir = Path(models_dir)
     current = _load_current(models_dir)
-    table = load_table(config.train, features, out=out)
+    table = load_table(config.train, features, out=out, connect=connect)
     prepared = prepare_data(table, config.train)
     assets = held_out_assets(prepared.split, table.meta, current.meta if current else None)
     if not assets:
         raise ModelError(
             "every test asset of the candidate was seen by the current model in training; "
-            "retrain on another fleet (--seed or --simulate)"
+            "retrain on another fleet (--seed or --simulate) or once more failures are recorded"
         )
     if current is not None and current.cap_hours != config.train.cap_hours:
         raise ModelError(
@@ -319,6 +334,15 @@ def _load_current(models_dir: Path) -> RulModel | None:
     if not (models_dir / CURRENT_FILE).exists():
         return None
     return RulModel.load(models_dir, current_version(models_dir))
+
+
+def _machines_of(asset: str, data: Mapping[str, Any]) -> Any:
+    """Return what an asset id refers to in a data description: a database or a simulated fleet."""
+    if is_life_id(asset):
+        return ("database", data.get("database"))
+    if str(data.get("source", "")).startswith("database"):
+        return ("simulated", data.get("simulated"))
+    return ("simulated", _fleet_of(data))
 
 
 def _fleet_of(data: Mapping[str, Any]) -> dict[str, Any]:

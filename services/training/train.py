@@ -2,7 +2,9 @@
 
 ``train(config, ...)`` is what ``cbm train`` runs. With the default config it
 rebuilds the committed default model: the same fleet (seeded simulation), the
-same split, the same network seed, hence the same metrics.
+same split, the same network seed, hence the same metrics. With
+``config.history`` it learns from the database's recorded lives instead
+(``services.training.history``), optionally with simulated assets added.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Final, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from cbm.errors import ModelError
 from cbm.settings import FeaturesSettings
 from services.inference.model import (
     FeatureSpec,
@@ -36,10 +39,13 @@ from services.training.dataset import (
     simulate_table,
     split_assets,
 )
+from services.training.history import Connect, HistoryConfig, database_table
 from services.training.metrics import AssetTrack, Scores, score
 from services.training.sequences import DEFAULT_FEATURES, Scaler, SplitData, prepare
 
 CALIBRATION_BANDS: Final = 6
+
+_SPLITS: Final = ("train", "validation", "test")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +54,7 @@ class TrainConfig:
 
     fleet: FleetConfig = field(default_factory=FleetConfig)
     fleet_file: Path | None = None
+    history: HistoryConfig | None = None  # set: the database's lives, not a simulation
     features: tuple[FeatureSpec, ...] = DEFAULT_FEATURES
     lookback: int = defaults.LOOKBACK
     cap_hours: float = defaults.CAP_HOURS
@@ -79,18 +86,43 @@ class TrainResult:
 
 
 def load_table(
-    config: TrainConfig, features: FeaturesSettings, *, out: TextIO | None = None
+    config: TrainConfig,
+    features: FeaturesSettings,
+    *,
+    out: TextIO | None = None,
+    connect: Connect | None = None,
 ) -> FeatureTable:
-    """Return the feature table the config describes (a fleet file, else a simulation)."""
+    """Return the feature table the config describes: the database, a fleet file or a simulation.
+
+    ``connect`` opens the database; only a config with ``history`` uses it.
+    """
     started = time.perf_counter()
-    if config.fleet_file is not None:
+    if config.history is not None:
+        if connect is None:
+            raise ModelError("training from the database needs a connection")
+        table = database_table(
+            config.history,
+            connect,
+            cap_hours=config.cap_hours,
+            fleet=config.fleet,
+            features=features,
+        )
+    elif config.fleet_file is not None:
         table = fleet_file_table(config.fleet_file, settings=features)
     else:
         table = simulate_table(config.fleet, settings=features)
     if out is not None:
+        lives = table.meta.get("lives")
+        censored = (
+            f"; {lives['censored']} censored lives ({lives['censored_rows']} windows) "
+            f"{'partly kept' if config.history and config.history.include_censored else 'left out'}"
+            if lives
+            else ""
+        )
         out.write(
-            f"data: {len(table)} windows of {len(table.assets())} assets "
-            f"({int(table.running.sum())} running) in {time.perf_counter() - started:.1f} s\n"
+            f"data: {len(table)} windows of {len(table.assets())} units "
+            f"({int(table.running.sum())} running) in {time.perf_counter() - started:.1f} s"
+            f"{censored}\n"
         )
     return table
 
@@ -108,6 +140,13 @@ def prepare_data(table: FeatureTable, config: TrainConfig, split: Split | None =
         )
         for ids in (chosen.train, chosen.validation, chosen.test)
     ]
+    empty = [name for name, part in zip(_SPLITS, parts, strict=True) if not len(part)]
+    if empty:
+        raise ModelError(
+            f"no running windows in the {' and '.join(empty)} split "
+            f"({len(table.machines())} machines): record more failures, add simulated assets "
+            "or simulate a larger fleet"
+        )
     return Prepared(
         table=table,
         split=chosen,
@@ -304,11 +343,15 @@ def train(
     verbose: int = 2,
     out: TextIO,
     clock: Callable[[], datetime] | None = None,
+    connect: Connect | None = None,
 ) -> TrainResult:
-    """Train, calibrate, test and write a model artifact; report progress to ``out``."""
+    """Train, calibrate, test and write a model artifact; report progress to ``out``.
+
+    ``connect`` opens the database a config with ``history`` reads.
+    """
     started = time.perf_counter()
     now = clock() if clock is not None else datetime.now(UTC)
-    table = load_table(config, features, out=out)
+    table = load_table(config, features, out=out, connect=connect)
     prepared = prepare_data(table, config)
     out.write(
         f"split: {len(prepared.split.train)} train / {len(prepared.split.validation)} validation"

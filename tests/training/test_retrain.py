@@ -102,6 +102,28 @@ def test_held_out_assets_leave_out_what_the_current_model_saw_on_the_same_fleet(
     assert held_out_assets(SPLIT, FLEET, None) == ["e", "f"]
 
 
+def test_held_out_lives_leave_out_what_a_model_of_the_same_database_saw() -> None:
+    db = {"source": "database", "database": "h:5432/cbm", "rows_read": 900}
+    split = Split(train=("a#1",), validation=("b#1",), test=("a#2", "c#1", "sim-001"))
+    # The current model saw c#1 when the database held less; it is the same life.
+    older = {
+        **db,
+        "rows_read": 500,
+        "source": "database+simulated",
+        "simulated": FLEET,
+        "split": {"train": ["c#1", "sim-001"], "validation": [], "test": ["a#2"]},
+    }
+    now = {**db, "source": "database+simulated", "simulated": {**FLEET, "seed": 9}}
+    assert held_out_assets(split, now, meta_with(older)) == ["a#2", "sim-001"]
+    other_db = {**older, "database": "h:5432/elsewhere"}
+    assert held_out_assets(split, now, meta_with(other_db)) == ["a#2", "c#1", "sim-001"]
+    same_sim = {**now, "simulated": FLEET}
+    assert held_out_assets(split, same_sim, meta_with(older)) == ["a#2"]
+    # Another life of a machine the live model trained on is that machine all the same.
+    trained_on_a = {**older, "split": {"train": ["a#1"], "validation": [], "test": []}}
+    assert held_out_assets(split, now, meta_with(trained_on_a)) == ["c#1", "sim-001"]
+
+
 def test_shuffled_target_keeps_the_inputs_and_the_values() -> None:
     target = np.arange(20.0)
     data = SplitData(
