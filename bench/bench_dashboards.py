@@ -16,17 +16,56 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from bench.harness import services
+from services.features.store import write_vectors
+from services.inference.store import write_predictions
+from services.ingest.store import write_batch
 from tests.grafana.dashboards import all_queries
 from tests.grafana.fleetdata import seed_fleet
 from tests.grafana.macros import TimeRange, Variable, expand
+from tests.grafana.stagewrites import StageBatch, stage_batch
 
 GOAL_MS = 100.0
+# Writer of each raw table that carries rollup triggers, called as its stage calls it.
+WRITERS: dict[str, Callable[[psycopg.Connection[Any], StageBatch], object]] = {
+    "ingest_window": lambda conn, b: write_batch(conn, b.windows, [], {}),
+    "feature_vector": lambda conn, b: write_vectors(conn, b.vectors),
+    "prediction": lambda conn, b: write_predictions(conn, b.predictions, b.received_at),
+}
+
+
+def write_cost(
+    conn: psycopg.Connection[Any], *, assets: int, batches: int
+) -> dict[str, dict[str, float]]:
+    """Return µs per row of each writer, rollup triggers on and off, new rows and replays."""
+    samples: dict[str, dict[str, list[float]]] = {table: {} for table in WRITERS}
+    start = datetime.now(UTC) + timedelta(days=400)  # buckets of their own
+    for k in range(batches):
+        # Alternate the order so drift in machine load falls on both modes alike.
+        for mode in ("on", "off") if k % 2 else ("off", "on"):
+            action = "ENABLE" if mode == "on" else "DISABLE"
+            for table in WRITERS:
+                conn.execute(f"ALTER TABLE {table} {action} TRIGGER USER")
+            batch = stage_batch(start, assets=assets, k=2 * k + (mode == "on"))
+            for phase in ("new", "replayed"):
+                for table, writer in WRITERS.items():
+                    t0 = time.perf_counter()
+                    with conn.transaction():
+                        writer(conn, batch)
+                    us = (time.perf_counter() - t0) * 1e6 / assets
+                    samples[table].setdefault(f"{phase}, triggers {mode}", []).append(us)
+    for table in WRITERS:
+        conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+    return {
+        table: {key: round(statistics.median(v), 1) for key, v in sorted(by_key.items())}
+        for table, by_key in samples.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -36,6 +75,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--days", type=float, default=30.0)
     parser.add_argument("--step-s", type=int, default=600, help="seconds between windows")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--write-batches", type=int, default=20, help="batches per mode for the write cost"
+    )
     args = parser.parse_args(argv)
     with services() as svc, psycopg.connect(svc.db_url, autocommit=True) as conn:
         started = time.perf_counter()
@@ -69,6 +111,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 timings.append(
                     {"query": query.id, "range": span_name, "ms": round(statistics.median(runs), 2)}
                 )
+        conn.execute("RESET ROLE")
+        writes = (
+            {} if timescaledb else write_cost(conn, assets=args.assets, batches=args.write_batches)
+        )
     timings.sort(key=lambda t: -float(t["ms"]))
     print(
         f"seeded {args.assets} assets x {args.days:g} days, one window per asset every "
@@ -80,6 +126,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  {t['ms']:8.1f} ms  {t['range']:>4}  {t['query']}")
     over = [t for t in timings if float(t["ms"]) >= GOAL_MS]
     print(f"{len(over)} over the {GOAL_MS:.0f} ms goal")
+    if writes:
+        print(
+            f"write cost, µs per row ({args.assets}-row batches, median of "
+            f"{args.write_batches}), rollup triggers on / off:"
+        )
+        for table, by_key in writes.items():
+            print(
+                f"  {table:<15} new {by_key['new, triggers on']:7.1f} / "
+                f"{by_key['new, triggers off']:7.1f}   replayed (duplicates) "
+                f"{by_key['replayed, triggers on']:7.1f} / {by_key['replayed, triggers off']:7.1f}"
+            )
     return {
         "assets": args.assets,
         "days": args.days,
@@ -90,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "goal_ms": GOAL_MS,
         "over_goal": len(over),
         "slowest": timings[:8],
+        "write_us_per_row": writes,
         "timings": timings,
     }
 

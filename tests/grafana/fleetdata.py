@@ -15,7 +15,9 @@ value chosen by its index, so the fleet holds every severity at the end:
     index % 10 == 7  healthy, but its data stops 3 h before the end (stale)
     otherwise        healthy (RUL 80 h and more)
 
-Features rise as RUL falls; about 1 window in 128 is missing (a sequence gap),
+Features rise as RUL falls, and so does what the predictions' explanations
+name (top_features; spectral_kurtosis_x stands for a model input without an
+engineer's phrase); about 1 window in 128 is missing (a sequence gap),
 in every stage alike. Density: one window per asset every ``step_s`` seconds.
 """
 
@@ -195,7 +197,21 @@ SELECT asset_id, time, received_at,
        least(1.0, r / 500.0),
        0.5 + 3 * exp(-rul / 10) + 0.3 * random(),
        running, %(model)s,
-       '[["env_bpfo", 0.41], ["rms", 0.22], ["kurtosis", 0.12]]'::jsonb
+       -- Explanations as inference writes them: none while stopped; the drivers
+       -- (hours of RUL given back if healthy) change as the bearing wears.
+       CASE WHEN NOT running THEN '[]'::jsonb
+            WHEN rul > 300 THEN jsonb_build_array(
+                jsonb_build_array('rms', round(2 + random()::numeric, 2)),
+                jsonb_build_array('temperature_mean_c', round(1 + random()::numeric, 2)))
+            WHEN rul > 50 THEN jsonb_build_array(
+                jsonb_build_array('env_bpfo', round((400 / rul)::numeric, 2)),
+                jsonb_build_array('rms', round((200 / rul)::numeric, 2)),
+                jsonb_build_array('kurtosis', round((100 / rul)::numeric, 2)))
+            ELSE jsonb_build_array(
+                jsonb_build_array('env_bpfi', round((800 / (rul + 1))::numeric, 2)),
+                jsonb_build_array('env_bpfo', round((300 / (rul + 1))::numeric, 2)),
+                jsonb_build_array('spectral_kurtosis_x', 0.5))
+       END
 FROM (SELECT *, greatest(0.0, rul * (0.97 + 0.06 * random())) AS r FROM sim) noisy
 """,
 }
