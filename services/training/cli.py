@@ -200,6 +200,12 @@ def _register_retrain(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "(phm08: per window; default: %(default)s)",
     )
     retrain.add_argument(
+        "--shadow",
+        action="store_true",
+        help="a winning candidate runs in shadow (models/SHADOW) instead of going live;"
+        " then `cbm shadow status` and `cbm shadow promote`",
+    )
+    retrain.add_argument(
         "--shuffled-target",
         action="store_true",
         help="train on a shuffled target: a deliberately worse candidate, for tests and demos",
@@ -350,6 +356,7 @@ def run_retrain(settings: Settings, args: argparse.Namespace) -> int:
         metric=Metric(args.metric),
         shuffled_target=args.shuffled_target,
         by=args.by or _login_name(getpass.getuser),
+        shadow=args.shadow,
     )
     retrain(
         config,

@@ -36,8 +36,14 @@ from psycopg.types.json import Jsonb
 from cbm import tables
 from cbm.errors import ModelError
 from cbm.settings import FeaturesSettings
-from services.inference.model import CURRENT_FILE, ModelMeta, RulModel, current_version
-from services.training.artifact import set_current
+from services.inference.model import (
+    CURRENT_FILE,
+    SHADOW_FILE,
+    ModelMeta,
+    RulModel,
+    current_version,
+)
+from services.training.artifact import set_current, set_pointer
 from services.training.dataset import FeatureTable, Split
 from services.training.history import is_life_id, machine_of
 from services.training.metrics import Scores
@@ -79,6 +85,7 @@ class Decision(StrEnum):
 
     PROMOTED = "promoted"
     REJECTED = "rejected"
+    SHADOWED = "shadowed"  # better offline; runs in shadow until `cbm shadow promote`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +96,9 @@ class RetrainConfig:
     metric: Metric = Metric.RMSE
     shuffled_target: bool = False
     by: str = "unknown"
+    # A winning candidate goes to models/SHADOW (runs beside the live model, no
+    # alerts) instead of straight to CURRENT.
+    shadow: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,6 +252,8 @@ def retrain(
         decision, reason = Decision.REJECTED, "the candidate is the current model (same content)"
     else:
         decision, reason = decide(candidate_value, current_value)
+    if decision is Decision.PROMOTED and config.shadow and current is not None:
+        decision, reason = Decision.SHADOWED, f"{reason}; to shadow first"
     report = json_ready(
         {
             "status": decision.value,
@@ -266,12 +278,19 @@ def retrain(
         _write_json(report_path, report)
     if decision is Decision.PROMOTED:
         set_current(models_dir, version)
+    elif decision is Decision.SHADOWED:
+        set_pointer(models_dir, SHADOW_FILE, version)
     out.write(
         f"{decision.value}: candidate {version} {metric.value} {candidate_value:.4g}, current "
         f"{current.version if current else 'none'} "
         f"{'-' if current_value is None else f'{current_value:.4g}'} on {len(assets)} held-out "
         f"assets ({candidate_scores.windows} windows); {reason}\n"
     )
+    if decision is Decision.SHADOWED:
+        out.write(
+            f"{version} runs beside {current.version if current else 'none'} without alerting;"
+            " compare with `cbm shadow status`, then `cbm shadow promote`\n"
+        )
     outcome = Outcome(
         decision=decision,
         candidate=version,

@@ -21,7 +21,7 @@ from cbm.messages import FeatureVectors, from_micros
 from cbm.settings import FeaturesSettings
 from cbm.topics import Topics
 from services.features.extract import FEATURE_NAMES, FEATURE_SET_VERSION
-from services.inference.model import current_version
+from services.inference.model import current_version, shadow_version
 from services.training import cli
 from services.training.artifact import set_current
 from services.training.dataset import FeatureTable, FleetConfig, simulate_table
@@ -193,3 +193,33 @@ def test_a_better_candidate_is_promoted_and_served(make_settings, db, db_url, tm
     finally:
         publisher.close()
         inference.stop()
+
+
+def test_with_shadow_a_better_candidate_runs_in_shadow_first(make_settings, db, db_url, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(MODELS, models)
+    features = FeaturesSettings()
+    bad = retrain(
+        RetrainConfig(train=FAST, shuffled_target=True, by="setup"),
+        models_dir=models,
+        features=features,
+        connect=None,
+        verbose=0,
+        out=io.StringIO(),
+    )
+    set_current(models, bad.candidate)
+    out = io.StringIO()
+    better = retrain(
+        RetrainConfig(train=FAST, by="pytest", shadow=True),
+        models_dir=models,
+        features=features,
+        connect=lambda: psycopg.connect(db_url, autocommit=True),
+        verbose=0,
+        out=out,
+    )
+    assert better.decision is Decision.SHADOWED, better.report["reason"]
+    assert current_version(models) == bad.candidate  # nothing goes live yet
+    assert shadow_version(models) == better.candidate
+    assert "cbm shadow promote" in out.getvalue()
+    (row,) = promotions(db)
+    assert row[:2] == (better.candidate, bad.candidate) and row[5:7] == ("shadowed", "pytest")
