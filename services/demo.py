@@ -33,6 +33,8 @@ from cbm.settings import Settings, from_mapping
 from services.supervisor import Supervisor
 
 HOME = Path(".demo")
+# Operating seconds per wall-clock second: one simulated hour a second.
+DEMO_SPEEDUP = 3600.0
 _URGENCY = {"EMERGENCY": 0, "CRITICAL": 1, "WARNING": 2, "OK": 3}
 
 
@@ -188,6 +190,7 @@ def run_demo(settings: Settings, *, configured: bool, assets: int, minutes: floa
                 "settings": demo_settings,
                 "specs": specs,
                 "seed": 42,
+                "speedup": DEMO_SPEEDUP,
                 "progress": None,
                 "stop": stop,
                 "record_failures": True,
@@ -216,7 +219,14 @@ def run_demo(settings: Settings, *, configured: bool, assets: int, minutes: floa
         finally:
             stop.set()
             supervisor.stop()
-        print(f"\nData: {db_url} (tables asset, feature_vector, prediction, alert)")
+        print(
+            f"\nData: {db_url} (tables asset, feature_vector, prediction, alert, and"
+            " maintenance_event with the simulated failures)"
+        )
+        print(
+            "Score the alerts against those failures: "
+            f"`CBM_DATABASE__URL='{db_url}' cbm backtest --from-db --speedup {DEMO_SPEEDUP:g}`"
+        )
         print(f"Settings used: {config_path}; worker logs in {HOME / 'logs'}")
         print(
             "Grafana: add a PostgreSQL data source with that URL (uid cbm-postgres), then "
