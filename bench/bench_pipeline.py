@@ -471,11 +471,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--batch-ms", type=int, default=None, help="worker.batch_ms (default: the setting's)"
     )
-    parser.add_argument(
-        "--tcp-nodelay",
-        action="store_true",
-        help="add 'set_tcp_nodelay true' to the project's broker config (not in it today)",
-    )
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
     report: dict[str, Any] = {"assets": args.assets, "cpus": os.cpu_count()}
@@ -483,8 +478,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.batch_ms is not None:
         worker["batch_ms"] = args.batch_ms
     blocks = healthy_blocks()
-    broker_conf = "set_tcp_nodelay true\n" if args.tcp_nodelay else ""
-    with services(broker_conf) as (broker, db_url):
+    with services() as (broker, db_url):
         hop_messages = [
             (f"hop/raw/m{i % args.assets:05d}/vibration", window(blocks, i, 0, i))
             for i in range(args.hop_windows)
@@ -493,7 +487,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         del hop_messages
         report["bare_hop_msgs_per_s"] = round(hop)
         report["batch_ms"] = args.batch_ms
-        report["tcp_nodelay"] = args.tcp_nodelay
         print(f"bare paho hop: {hop:.0f} windows/s")
         settings = from_mapping(
             {
