@@ -50,10 +50,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def list_alerts(settings: Settings, args: argparse.Namespace) -> int:
     """Print active episodes (or every channel with ``--all``)."""
     from cbm.db import connect  # noqa: PLC0415 - keep `cbm --help` light
-    from services.alerter import store  # noqa: PLC0415
+    from services.alerter import queries  # noqa: PLC0415
 
     with connect(settings, autocommit=True) as conn:
-        states = store.list_states(conn)
+        states = queries.list_states(conn)
     rows = []
     for state, _, _ in states:
         for channel in Channel:
@@ -72,12 +72,12 @@ def list_alerts(settings: Settings, args: argparse.Namespace) -> int:
 def show_asset(settings: Settings, args: argparse.Namespace) -> int:
     """Print one asset's state per channel, its last prediction and its recent alerts."""
     from cbm.db import connect  # noqa: PLC0415 - keep `cbm --help` light
-    from services.alerter import store  # noqa: PLC0415
+    from services.alerter import queries  # noqa: PLC0415
 
     asset_id = validate_asset_id(args.asset)
     with connect(settings, autocommit=True) as conn:
-        found = [s for s in store.list_states(conn) if s[0].asset_id == asset_id]
-        recent = store.recent_alerts(conn, asset_id, _RECENT)
+        found = [s for s in queries.list_states(conn) if s[0].asset_id == asset_id]
+        recent = queries.recent_alerts(conn, asset_id, _RECENT)
     if not found:
         _print(f"no alert state for {asset_id}", error=True)
         return 1
@@ -119,12 +119,12 @@ def show_asset(settings: Settings, args: argparse.Namespace) -> int:
 def ack_asset(settings: Settings, args: argparse.Namespace) -> int:
     """Ask the alerter to acknowledge an asset's active alerts and wait for its answer."""
     from cbm.db import connect  # noqa: PLC0415 - keep `cbm --help` light
-    from services.alerter import store  # noqa: PLC0415
+    from services.alerter import queries  # noqa: PLC0415
 
     asset_id = validate_asset_id(args.asset)
     by = args.by or getpass.getuser()
     with connect(settings, autocommit=True) as conn:
-        state, requested = store.request_ack(conn, asset_id, by)
+        state, requested = queries.request_ack(conn, asset_id, by)
         if state is None:
             _print(f"no alert state for {asset_id}", error=True)
             return 1
@@ -133,7 +133,7 @@ def ack_asset(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         deadline = time.monotonic() + max(0.0, args.wait)
         while True:
-            answer = store.ack_answer(conn, asset_id, requested)
+            answer = queries.ack_answer(conn, asset_id, requested)
             if answer is not None:
                 _print(f"{asset_id}: {answer}")
                 return 0

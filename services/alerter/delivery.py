@@ -26,7 +26,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from cbm.settings import Settings
 from cbm.topics import Topics
-from services.alerter import store
+from services.alerter import facts, store
 from services.alerter.levels import Kind
 from services.alerter.message import (
     MessageContext,
@@ -213,13 +213,13 @@ class DeliveryLoop:
     def _context(self, conn: store.Conn, row: AlertRow) -> MessageContext:
         asset = self.settings.assets.resolve(row.asset_id)
         at = row.prediction_time or row.time
-        levels = store.feature_levels(conn, row.asset_id, at)
+        levels = facts.feature_levels(conn, row.asset_id, at)
         return MessageContext(
             asset_name=asset.name or asset.id,
             site=asset.site,
             rules=self._rules_for(row.asset_id),
             grafana_url=self.settings.alerting.grafana_url,
-            trend=store.trend(conn, row.asset_id, at, row.rul_hours),
+            trend=facts.trend(conn, row.asset_id, at, row.rul_hours),
             shift=None if levels is None else biggest_shift(*levels),
         )
 

@@ -1,20 +1,25 @@
-"""The alerter's SQL: state rows, the alert outbox, acknowledgement requests, message facts."""
+"""The alert worker's SQL: per-asset state rows, acknowledgements applied, the alert outbox.
+
+The worker loop and housekeeping (:mod:`services.alerter.stage`) load, save and
+version the states and write outbox rows; the delivery loop
+(:mod:`services.alerter.delivery`) claims the rows and records how sending went.
+The facts a message quotes are in :mod:`services.alerter.facts`, the
+``cbm alerts`` queries in :mod:`services.alerter.queries`.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from cbm import tables
 from services.alerter.levels import Channel, Kind, Level
-from services.alerter.message import SHIFT_FEATURES, Trend
 from services.alerter.outbox import (
     AlertRow,
     Failed,
@@ -31,12 +36,6 @@ from services.alerter.state import AssetAlertState, ChannelState
 log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[Any]
-T = TypeVar("T")
-
-_BASELINE_ROWS = 20  # the asset's earliest feature vectors: its healthy baseline
-_LATEST_ROWS = 5  # averaged, so one noisy window does not make the headline
-_TREND_SPAN = timedelta(hours=24)
-_TREND_MIN_SPAN = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -299,157 +298,3 @@ def slack_anchor(conn: Conn, row: AlertRow) -> tuple[str, str] | None:
         (row.asset_id, row.channel.value, row.episode, row.id),
     ).fetchone()
     return None if found is None else (str(found[0]), str(found[1]))
-
-
-# -- facts for the message ----------------------------------------------------------
-
-
-def trend(conn: Conn, asset_id: str, at: datetime, rul_now: float) -> Trend | None:
-    """Return RUL about a day before ``at`` (or the oldest within the day) against now."""
-
-    def query() -> Trend | None:
-        if not _table_exists(conn, tables.PREDICTION):
-            return None
-        then = conn.execute(
-            f"""SELECT time, rul_hours FROM {tables.PREDICTION}
-                WHERE asset_id = %s AND time <= %s ORDER BY time DESC LIMIT 1""",
-            (asset_id, at - _TREND_SPAN),
-        ).fetchone()
-        if then is None or then[0] < at - _TREND_SPAN * 1.5:
-            then = conn.execute(
-                f"""SELECT time, rul_hours FROM {tables.PREDICTION}
-                    WHERE asset_id = %s AND time > %s AND time < %s ORDER BY time LIMIT 1""",
-                (asset_id, at - _TREND_SPAN, at),
-            ).fetchone()
-        if then is None or at - then[0] < _TREND_MIN_SPAN:
-            return None
-        return Trend(then_time=then[0], then_rul=float(then[1]), now_time=at, now_rul=rul_now)
-
-    return _optional(conn, "trend", query)
-
-
-def feature_levels(
-    conn: Conn, asset_id: str, at: datetime
-) -> tuple[dict[str, float | None], dict[str, float | None]] | None:
-    """Return the asset's baseline (earliest rows) and latest feature averages.
-
-    Only the columns that exist are read: the feature table is another stage's
-    and may be missing or older than this code.
-    """
-
-    def query() -> tuple[dict[str, float | None], dict[str, float | None]] | None:
-        present = {
-            str(name)
-            for (name,) in conn.execute(
-                """SELECT column_name FROM information_schema.columns
-                   WHERE table_schema = current_schema() AND table_name = %s""",
-                (tables.FEATURE_VECTOR,),
-            )
-        }
-        wanted = [c for c in SHIFT_FEATURES if c in present]
-        if not wanted or not {"asset_id", "time"} <= present:
-            return None
-        averages = sql.SQL(", ").join(
-            sql.SQL("avg({})::float8").format(sql.Identifier(c)) for c in wanted
-        )
-        picked = sql.SQL(", ").join(sql.Identifier(c) for c in wanted)
-        table = sql.Identifier(tables.FEATURE_VECTOR)
-        # A machine at rest vibrates less: compare running windows only.
-        running = sql.SQL(" AND running" if "running" in present else "")
-        levels = []
-        for order, limit in ((sql.SQL("ASC"), _BASELINE_ROWS), (sql.SQL("DESC"), _LATEST_ROWS)):
-            query = sql.SQL(
-                "SELECT count(*), {averages} FROM (SELECT {picked} FROM {table}"
-                " WHERE asset_id = %s AND time <= %s{running} ORDER BY time {order} LIMIT %s) AS w"
-            ).format(averages=averages, picked=picked, table=table, running=running, order=order)
-            found = conn.execute(query, (asset_id, at, limit)).fetchone()
-            if found is None or int(found[0]) == 0:
-                return None
-            levels.append(
-                {
-                    c: (None if v is None else float(v))
-                    for c, v in zip(wanted, found[1:], strict=True)
-                }
-            )
-        return levels[0], levels[1]
-
-    return _optional(conn, "feature baseline", query)
-
-
-def _table_exists(conn: Conn, name: str) -> bool:
-    found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
-    return bool(found and found[0])
-
-
-def _optional(conn: Conn, what: str, query: Callable[[], T]) -> T | None:
-    # A savepoint, so a failing query costs the message one line, not the delivery.
-    try:
-        with conn.transaction():
-            return query()
-    except psycopg.Error as exc:
-        if conn.broken:
-            raise
-        log.warning("left the %s out of an alert message: %s", what, exc)
-        return None
-
-
-# -- the command line ---------------------------------------------------------------
-
-
-def list_states(conn: Conn) -> list[tuple[AssetAlertState, str | None, str | None]]:
-    """Return every asset's state with the pending or last ack request's answer."""
-    found = []
-    for doc, by, result in conn.execute(
-        f"SELECT state, ack_by, ack_result FROM {tables.ALERT_STATE} ORDER BY asset_id"
-    ):
-        found.append((AssetAlertState.from_dict(doc), by, result))
-    return found
-
-
-def recent_alerts(conn: Conn, asset_id: str, limit: int) -> list[tuple[Any, ...]]:
-    """Return the asset's latest outbox rows, newest first."""
-    return conn.execute(
-        f"""SELECT time, channel, kind, level, episode, receiver, attempts,
-                   delivered_at, failed_at, last_error, acked_by
-            FROM {tables.ALERT} WHERE asset_id = %s ORDER BY id DESC LIMIT %s""",
-        (asset_id, limit),
-    ).fetchall()
-
-
-def request_ack(
-    conn: Conn, asset_id: str, by: str
-) -> tuple[AssetAlertState | None, datetime | None]:
-    """Ask the alerter to acknowledge an asset's active alerts; return the state seen.
-
-    The request is only written when something is active. The returned time
-    identifies the request for :func:`ack_answer`.
-    """
-    with conn.transaction():
-        found = conn.execute(
-            f"SELECT state FROM {tables.ALERT_STATE} WHERE asset_id = %s FOR UPDATE", (asset_id,)
-        ).fetchone()
-        if found is None:
-            return None, None
-        state = AssetAlertState.from_dict(found[0])
-        if not any(state.channel(c).active for c in Channel):
-            return state, None
-        requested = conn.execute(
-            f"""UPDATE {tables.ALERT_STATE}
-                SET ack_by = %s, ack_requested_at = clock_timestamp(),
-                    ack_applied_at = NULL, ack_result = NULL
-                WHERE asset_id = %s RETURNING ack_requested_at""",
-            (by, asset_id),
-        ).fetchone()
-    assert requested is not None
-    return state, requested[0]
-
-
-def ack_answer(conn: Conn, asset_id: str, requested_at: datetime) -> str | None:
-    """Return the alerter's answer to an ack request, or None while it is pending."""
-    with conn.transaction():
-        found = conn.execute(
-            f"""SELECT ack_result FROM {tables.ALERT_STATE}
-                WHERE asset_id = %s AND ack_requested_at = %s AND ack_applied_at IS NOT NULL""",
-            (asset_id, requested_at),
-        ).fetchone()
-    return None if found is None else str(found[0])

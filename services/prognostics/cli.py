@@ -32,7 +32,8 @@ _KINDS: Final = [k.value for k in EventKind]
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``events`` command group and the ``backtest`` verb to the ``cbm`` command."""
-    from services.prognostics.backtest import DEFAULT_HORIZON_HOURS, CostModel  # noqa: PLC0415
+    from services.prognostics.backtest import DEFAULT_HORIZON_HOURS  # noqa: PLC0415
+    from services.prognostics.results import CostModel  # noqa: PLC0415
     from services.prognostics.simulated import SimulatedFleet  # noqa: PLC0415
 
     events = verbs.add_parser("events", help="record and list maintenance events")
@@ -265,7 +266,8 @@ def backtest(settings: Settings, args: argparse.Namespace) -> int:
     """Score the alert rules on recorded or simulated predictions and sweep the threshold."""
     from services.alerter.config import check_overrides, rules_for  # noqa: PLC0415
     from services.prognostics import report, sources  # noqa: PLC0415
-    from services.prognostics.backtest import CostModel, run_backtest  # noqa: PLC0415
+    from services.prognostics.backtest import run_backtest  # noqa: PLC0415
+    from services.prognostics.results import CostModel  # noqa: PLC0415
     from services.prognostics.simulated import SimulatedFleet  # noqa: PLC0415
     from services.prognostics.sweep import sweep_thresholds  # noqa: PLC0415
 

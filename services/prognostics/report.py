@@ -11,14 +11,8 @@ from typing import Any
 
 from services.alerter.levels import Level
 from services.alerter.policy import AlertRules
-from services.prognostics.backtest import (
-    ALARM_LEVELS,
-    AssetResult,
-    Backtest,
-    CostModel,
-    Outcome,
-    Totals,
-)
+from services.prognostics.backtest import ALARM_LEVELS
+from services.prognostics.results import AssetResult, Backtest, CostModel, Outcome, Totals
 from services.prognostics.sweep import Sweep, SweepPoint
 
 JSON_FILE = "backtest.json"

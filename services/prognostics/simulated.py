@@ -23,7 +23,7 @@ from typing import Final
 from cbm.settings import AssetsSettings, FeaturesSettings, InferenceSettings
 from services.features import core as features_core
 from services.inference import core as inference_core
-from services.prognostics.backtest import AssetSeries, PredictionPoint
+from services.prognostics.series import AssetSeries, PredictionPoint
 from services.simulator.asset import SimWindow
 from services.simulator.edge import asset_register, ingested
 from services.simulator.fleet import AssetSpec, make_fleet

@@ -11,8 +11,8 @@ import psycopg
 
 from cbm.settings import Settings
 from services.prognostics import store
-from services.prognostics.backtest import AssetSeries, series_on_event_time
 from services.prognostics.events import EventKind
+from services.prognostics.series import AssetSeries, series_on_event_time
 from services.prognostics.simulated import SimulatedFleet, simulate_series
 
 

@@ -23,13 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.alerter.policy import AlertRules
-from services.prognostics.backtest import (
-    DEFAULT_HORIZON_HOURS,
-    AssetSeries,
-    CostModel,
-    Totals,
-    run_backtest,
-)
+from services.prognostics.backtest import DEFAULT_HORIZON_HOURS, run_backtest
+from services.prognostics.results import CostModel, Totals
+from services.prognostics.series import AssetSeries
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

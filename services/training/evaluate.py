@@ -24,19 +24,12 @@ from cbm.errors import ModelError
 from cbm.settings import FeaturesSettings
 from services.inference.model import ModelMeta, Prediction, RulModel, quantiles_to_prediction
 from services.training import network
+from services.training.assessment import calibrate, scaled_target, score_prediction
 from services.training.calibration import BandOffsets
 from services.training.dataset import FleetConfig, Split
 from services.training.metrics import Scores
+from services.training.preparation import Prepared, TrainConfig, load_table, prepare_data
 from services.training.sequences import SplitData, repeat_current
-from services.training.train import (
-    Prepared,
-    TrainConfig,
-    calibrate,
-    load_table,
-    prepare_data,
-    scaled_target,
-    score_prediction,
-)
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -12,28 +12,21 @@ The data is a simulated fleet, or with ``--from-db`` the fleet's own history:
 end each machine's lives (``services.training.history``), optionally with
 simulated assets added. A live model trained on the same database is judged
 only on lives it neither trained nor validated on.
+
+Recording the decision (the ``model_promotion`` row, the report file) is in
+``services.training.promotion``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-import psycopg
-from psycopg import sql
-from psycopg.types.json import Jsonb
-
-from cbm import tables
 from cbm.errors import ModelError
 from cbm.settings import FeaturesSettings
 from services.inference.model import (
@@ -44,48 +37,26 @@ from services.inference.model import (
     current_version,
 )
 from services.training.artifact import set_current, set_pointer
+from services.training.assessment import score_prediction
 from services.training.dataset import FeatureTable, Split
 from services.training.history import is_life_id, machine_of
 from services.training.metrics import Scores
-from services.training.sequences import prepare
-from services.training.train import (
-    Prepared,
-    TrainConfig,
-    fit_and_write,
-    load_table,
-    prepare_data,
-    score_prediction,
+from services.training.preparation import Prepared, TrainConfig, load_table, prepare_data
+from services.training.promotion import (
+    Connect,
+    Decision,
+    Metric,
+    Outcome,
+    json_ready,
+    record_decision,
+    write_json,
 )
-
-log = logging.getLogger(__name__)
+from services.training.sequences import prepare
+from services.training.train import fit_and_write
 
 REPORT_FILE: Final = "report.json"
 CONNECT_TIMEOUT_S: Final = 10
 _PER_SPLIT: Final = frozenset({"split", "windows"})
-
-Connect = Callable[[], psycopg.Connection[Any]]
-
-
-class Metric(StrEnum):
-    """The score a candidate must lower to be promoted."""
-
-    RMSE = "rmse"
-    PHM08 = "phm08"  # per window: the sum over a fixed set of windows ranks the same
-    MAE = "mae"
-
-    def of(self, scores: Scores) -> float:
-        """Return this metric's value in ``scores``."""
-        if self is Metric.PHM08:
-            return scores.phm08_mean
-        return scores.rmse if self is Metric.RMSE else scores.mae
-
-
-class Decision(StrEnum):
-    """What happened to a candidate."""
-
-    PROMOTED = "promoted"
-    REJECTED = "rejected"
-    SHADOWED = "shadowed"  # better offline; runs in shadow until `cbm shadow promote`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,21 +70,6 @@ class RetrainConfig:
     # A winning candidate goes to models/SHADOW (runs beside the live model, no
     # alerts) instead of straight to CURRENT.
     shadow: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Outcome:
-    """The decision on one candidate, where its report went and whether the database has it."""
-
-    decision: Decision
-    candidate: str
-    current: str | None
-    metric: Metric
-    candidate_value: float
-    current_value: float | None
-    report: dict[str, Any]
-    report_path: Path | None
-    recorded: bool
 
 
 def decide(candidate_value: float, current_value: float | None) -> tuple[Decision, str]:
@@ -275,7 +231,7 @@ def retrain(
     # The live model's folder gets no "rejected" report for being retrained to itself.
     report_path = None if itself else models_dir / version / REPORT_FILE
     if report_path is not None:
-        _write_json(report_path, report)
+        write_json(report_path, report)
     if decision is Decision.PROMOTED:
         set_current(models_dir, version)
     elif decision is Decision.SHADOWED:
@@ -306,48 +262,6 @@ def retrain(
     return dataclasses.replace(outcome, recorded=recorded)
 
 
-def insert_promotion(
-    conn: psycopg.Connection[Any], outcome: Outcome, *, time: datetime, by: str
-) -> None:
-    """Insert one ``model_promotion`` row for ``outcome``."""
-    conn.execute(
-        sql.SQL(
-            """INSERT INTO {table} (time, candidate_version, current_version, metric,
-                   candidate_value, current_value, decision, decided_by, report)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
-        ).format(table=sql.Identifier(tables.MODEL_PROMOTION)),
-        (
-            time,
-            outcome.candidate,
-            outcome.current,
-            outcome.metric.value,
-            _finite_or_none(outcome.candidate_value),
-            _finite_or_none(outcome.current_value),
-            outcome.decision.value,
-            by,
-            Jsonb(outcome.report),
-        ),
-    )
-
-
-def record_decision(connect: Connect | None, outcome: Outcome, time: datetime, by: str) -> bool:
-    """Insert the decision; on any database error warn and go on (the report file has it)."""
-    if connect is None:
-        return False
-    try:
-        with connect() as conn:  # commits on leaving the block
-            insert_promotion(conn, outcome, time=time, by=by)
-    except psycopg.Error as exc:
-        log.warning(
-            "decision on %s not recorded in the database (%s); it stands, see %s",
-            outcome.candidate,
-            " ".join(str(exc).split())[:200],
-            outcome.report_path or "the output above",
-        )
-        return False
-    return True
-
-
 def _load_current(models_dir: Path) -> RulModel | None:
     """Return the model named in CURRENT, or None when there is no CURRENT yet."""
     if not (models_dir / CURRENT_FILE).exists():
@@ -374,31 +288,3 @@ def _side(version: str, metric: Metric, scores: Scores | None) -> dict[str, Any]
     if scores is None:
         return {"version": version, "value": None, "scores": None}
     return {"version": version, "value": metric.of(scores), "scores": scores.as_dict()}
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-def json_ready(value: Any) -> Any:
-    """Return ``value`` with non-finite floats as None: strict JSON, and jsonb refuses NaN."""
-    if isinstance(value, float):
-        return _finite_or_none(value)
-    if isinstance(value, Mapping):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    return value
-
-
-def _write_json(path: Path, document: Mapping[str, Any]) -> None:
-    """Write ``document`` to ``path`` atomically (temp file in the same folder, then replace)."""
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
-        os.chmod(name, 0o644)  # mkstemp makes it private; the report is for everyone to read
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise

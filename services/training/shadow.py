@@ -33,7 +33,9 @@ from services.inference.model import (
     current_version,
     shadow_version,
 )
-from services.prognostics.backtest import Backtest, run_backtest, series_on_event_time
+from services.prognostics.backtest import run_backtest
+from services.prognostics.results import Backtest
+from services.prognostics.series import series_on_event_time
 from services.training.artifact import set_pointer
 
 # A side's rows: (time, rul, low, high, anomaly, running), the backtest's shape.

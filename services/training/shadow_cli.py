@@ -77,7 +77,12 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 def _promote(settings: Settings, args: argparse.Namespace) -> int:
     from cbm.db import connect  # noqa: PLC0415
     from services.training import shadow  # noqa: PLC0415
-    from services.training.retrain import Decision, Metric, Outcome, record_decision  # noqa: PLC0415
+    from services.training.promotion import (  # noqa: PLC0415
+        Decision,
+        Metric,
+        Outcome,
+        record_decision,
+    )
 
     found = _compare(settings, args)
     if found is None:

@@ -5,74 +5,36 @@ rebuilds the committed default model: the same fleet (seeded simulation), the
 same split, the same network seed, hence the same metrics. With
 ``config.history`` it learns from the database's recorded lives instead
 (``services.training.history``), optionally with simulated assets added.
+
+The data side (config, table, split, sequences) is in
+``services.training.preparation``; calibrating and scoring the network's
+outputs in ``services.training.assessment``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, TextIO
 
-import numpy as np
-import numpy.typing as npt
-
-from cbm.errors import ModelError
 from cbm.settings import FeaturesSettings
-from services.inference.model import (
-    FeatureSpec,
-    ModelMeta,
-    Prediction,
-    RulModel,
-)
-from services.training import defaults, network
+from services.inference.model import ModelMeta, RulModel
+from services.training import network
 from services.training.artifact import build_meta, write_artifact
-from services.training.calibration import BandOffsets, band_offsets
-from services.training.dataset import (
-    FeatureTable,
-    FleetConfig,
-    Split,
-    fleet_file_table,
-    simulate_table,
-    split_assets,
+from services.training.assessment import calibrate, scaled_target, score_prediction
+from services.training.history import Connect
+from services.training.metrics import Scores
+from services.training.preparation import (
+    Prepared,
+    TrainConfig,
+    describe_data,
+    load_table,
+    prepare_data,
+    shuffle_target,
 )
-from services.training.history import Connect, HistoryConfig, database_table
-from services.training.metrics import AssetTrack, Scores, score
-from services.training.sequences import DEFAULT_FEATURES, Scaler, SplitData, prepare
-
-CALIBRATION_BANDS: Final = 6
-
-_SPLITS: Final = ("train", "validation", "test")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TrainConfig:
-    """Everything that determines a trained model."""
-
-    fleet: FleetConfig = field(default_factory=FleetConfig)
-    fleet_file: Path | None = None
-    history: HistoryConfig | None = None  # set: the database's lives, not a simulation
-    features: tuple[FeatureSpec, ...] = DEFAULT_FEATURES
-    lookback: int = defaults.LOOKBACK
-    cap_hours: float = defaults.CAP_HOURS
-    coverage: float = defaults.COVERAGE
-    split_seed: int = defaults.SPLIT_SEED
-    network: network.NetworkConfig = field(default_factory=network.NetworkConfig)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
-class Prepared:
-    """The data of one training run, split and ready for the network."""
-
-    table: FeatureTable
-    split: Split
-    train: SplitData
-    validation: SplitData
-    test: SplitData
-    scaler: Scaler
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,157 +45,6 @@ class TrainResult:
     path: Path
     scores: Scores
     seconds: float
-
-
-def load_table(
-    config: TrainConfig,
-    features: FeaturesSettings,
-    *,
-    out: TextIO | None = None,
-    connect: Connect | None = None,
-) -> FeatureTable:
-    """Return the feature table the config describes: the database, a fleet file or a simulation.
-
-    ``connect`` opens the database; only a config with ``history`` uses it.
-    """
-    started = time.perf_counter()
-    if config.history is not None:
-        if connect is None:
-            raise ModelError("training from the database needs a connection")
-        table = database_table(
-            config.history,
-            connect,
-            cap_hours=config.cap_hours,
-            fleet=config.fleet,
-            features=features,
-        )
-    elif config.fleet_file is not None:
-        table = fleet_file_table(config.fleet_file, settings=features)
-    else:
-        table = simulate_table(config.fleet, settings=features)
-    if out is not None:
-        lives = table.meta.get("lives")
-        censored = (
-            f"; {lives['censored']} censored lives ({lives['censored_rows']} windows) "
-            f"{'partly kept' if config.history and config.history.include_censored else 'left out'}"
-            if lives
-            else ""
-        )
-        out.write(
-            f"data: {len(table)} windows of {len(table.assets())} units "
-            f"({int(table.running.sum())} running) in {time.perf_counter() - started:.1f} s"
-            f"{censored}\n"
-        )
-    return table
-
-
-def prepare_data(table: FeatureTable, config: TrainConfig, split: Split | None = None) -> Prepared:
-    """Split ``table`` by asset, build every split's sequences and fit the scaler on train only."""
-    chosen = split if split is not None else split_assets(table, seed=config.split_seed)
-    parts = [
-        prepare(
-            table,
-            ids,
-            features=config.features,
-            lookback=config.lookback,
-            cap_hours=config.cap_hours,
-        )
-        for ids in (chosen.train, chosen.validation, chosen.test)
-    ]
-    empty = [name for name, part in zip(_SPLITS, parts, strict=True) if not len(part)]
-    if empty:
-        raise ModelError(
-            f"no running windows in the {' and '.join(empty)} split "
-            f"({len(table.machines())} machines): record more failures, add simulated assets "
-            "or simulate a larger fleet"
-        )
-    return Prepared(
-        table=table,
-        split=chosen,
-        train=parts[0],
-        validation=parts[1],
-        test=parts[2],
-        scaler=Scaler.fit(parts[0]),
-    )
-
-
-def scaled_target(data: SplitData, cap_hours: float) -> npt.NDArray[np.float32]:
-    """Return the network's target: capped RUL as a share of the cap."""
-    return (data.target / cap_hours).astype(np.float32)
-
-
-def band_edges(cap_hours: float) -> tuple[float, ...]:
-    """Return the calibration bands' edges: six equal bands of predicted RUL below the cap."""
-    return tuple(cap_hours * k / CALIBRATION_BANDS for k in range(1, CALIBRATION_BANDS))
-
-
-def calibrate(
-    raw_validation: npt.NDArray[np.floating[Any]],
-    data: SplitData,
-    cap_hours: float,
-    coverage: float,
-) -> BandOffsets:
-    """Return conformal offsets per band from the network's validation outputs (RUL / cap)."""
-    hours = np.sort(raw_validation.astype(np.float64), axis=1) * cap_hours
-    return band_offsets(
-        low=hours[:, 0],
-        median=np.clip(hours[:, 1], 0.0, cap_hours),
-        high=hours[:, 2],
-        target=data.target,
-        coverage=coverage,
-        cap_hours=cap_hours,
-        edges_hours=band_edges(cap_hours),
-    )
-
-
-def tracks(data: SplitData, rul: npt.NDArray[np.float64]) -> list[AssetTrack]:
-    """Return the per-asset prediction tracks of the failing assets in ``data``."""
-    result = []
-    for asset_id in data.asset_ids:
-        rows = data.asset_rows(asset_id)
-        truth = data.true_rul[rows]
-        if not np.isfinite(truth).all():
-            continue
-        result.append(
-            AssetTrack(
-                asset_id=asset_id,
-                true_rul=truth,
-                rul=rul[rows],
-                life_hours=float(truth[0]),
-            )
-        )
-    return result
-
-
-def score_prediction(prediction: Prediction, data: SplitData, cap_hours: float) -> Scores:
-    """Score one model's predictions on ``data``."""
-    return score(
-        target=data.target,
-        rul=prediction.rul,
-        low=prediction.low,
-        high=prediction.high,
-        tracks=tracks(data, prediction.rul),
-        cap_hours=cap_hours,
-    )
-
-
-def describe_data(table: FeatureTable, split: Split, prepared: Prepared) -> dict[str, Any]:
-    """Return the data section of meta.json: source, split and sizes."""
-    return {
-        **table.meta,
-        "split": {
-            "train": list(split.train),
-            "validation": list(split.validation),
-            "test": list(split.test),
-        },
-        "windows": {
-            "total": len(table),
-            "running": int(table.running.sum()),
-            "train": len(prepared.train),
-            "validation": len(prepared.validation),
-            "test": len(prepared.test),
-        },
-    }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,12 +58,6 @@ class Fitted:
     epochs: int
     best_epoch: int
     validation_loss: float
-
-
-def shuffle_target(data: SplitData, seed: int) -> SplitData:
-    """Return ``data`` with its targets permuted across windows: what a worse model learns from."""
-    order = np.random.default_rng(seed).permutation(len(data))
-    return dataclasses.replace(data, target=data.target[order], true_rul=data.true_rul[order])
 
 
 def fit_and_write(

@@ -26,7 +26,7 @@ from services.alerter.events import Prediction
 from services.alerter.rules import step_prediction
 from services.alerter.state import AssetAlertState
 from services.inference.model import RulModel
-from services.prognostics.backtest import AssetSeries
+from services.prognostics.series import AssetSeries
 from services.prognostics.simulated import SIM_START, predict_windows
 from services.simulator.asset import SimWindow
 from services.simulator.edge import asset_register

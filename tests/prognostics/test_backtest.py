@@ -9,14 +9,9 @@ import pytest
 
 from services.alerter.levels import Level
 from services.alerter.policy import AlertRules
-from services.prognostics.backtest import (
-    AssetSeries,
-    CostModel,
-    Outcome,
-    PredictionPoint,
-    run_backtest,
-    series_on_event_time,
-)
+from services.prognostics.backtest import run_backtest
+from services.prognostics.results import CostModel, Outcome
+from services.prognostics.series import AssetSeries, PredictionPoint, series_on_event_time
 
 T0 = datetime(2026, 2, 1, tzinfo=UTC)
 # The alerter's thresholds, spelled out, on the point estimate: the numbers below depend on them.

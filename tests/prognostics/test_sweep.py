@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from services.alerter.policy import AlertRules
-from services.prognostics.backtest import AssetSeries, CostModel, PredictionPoint, Totals
+from services.prognostics.results import CostModel, Totals
+from services.prognostics.series import AssetSeries, PredictionPoint
 from services.prognostics.sweep import (
     SweepPoint,
     best_f1,

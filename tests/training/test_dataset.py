@@ -21,6 +21,7 @@ from services.training.dataset import (
     simulate_table,
     split_assets,
 )
+from services.training.preparation import TrainConfig, prepare_data
 from services.training.sequences import (
     DEFAULT_FEATURES,
     Scaler,
@@ -28,7 +29,6 @@ from services.training.sequences import (
     prepare,
     repeat_current,
 )
-from services.training.train import TrainConfig, prepare_data
 
 START = datetime(2025, 1, 6, tzinfo=UTC)
 

@@ -27,7 +27,8 @@ from services.training import cli
 from services.training.dataset import FeatureTable, FleetConfig, simulate_table
 from services.training.history import HistoryConfig, history_table
 from services.training.network import NetworkConfig
-from services.training.train import TrainConfig, train
+from services.training.preparation import TrainConfig
+from services.training.train import train
 
 T0 = datetime(2026, 2, 2, tzinfo=UTC)
 H = timedelta(hours=1)

@@ -26,8 +26,9 @@ from services.training import cli
 from services.training.artifact import set_current
 from services.training.dataset import FeatureTable, FleetConfig, simulate_table
 from services.training.network import NetworkConfig
-from services.training.retrain import REPORT_FILE, Decision, RetrainConfig, retrain
-from services.training.train import TrainConfig
+from services.training.preparation import TrainConfig
+from services.training.promotion import Decision
+from services.training.retrain import REPORT_FILE, RetrainConfig, retrain
 from tests.support.mqtt import Publisher, eventually
 from tests.support.workers import ThreadWorker
 

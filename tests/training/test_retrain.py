@@ -18,18 +18,10 @@ from services.inference.model import ModelMeta, RulModel, current_version
 from services.training import cli
 from services.training.dataset import Split
 from services.training.metrics import Scores
-from services.training.retrain import (
-    REPORT_FILE,
-    Decision,
-    Metric,
-    Outcome,
-    decide,
-    held_out_assets,
-    json_ready,
-    record_decision,
-)
+from services.training.preparation import shuffle_target
+from services.training.promotion import Decision, Metric, Outcome, json_ready, record_decision
+from services.training.retrain import REPORT_FILE, decide, held_out_assets
 from services.training.sequences import SplitData
-from services.training.train import shuffle_target
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 FLEET = {

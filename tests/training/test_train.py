@@ -16,7 +16,8 @@ from services.inference.model import RulModel, content_version
 from services.training import cli
 from services.training.dataset import FleetConfig
 from services.training.network import NetworkConfig
-from services.training.train import TrainConfig, load_table, prepare_data, train
+from services.training.preparation import TrainConfig, load_table, prepare_data
+from services.training.train import train
 
 pytestmark = [
     pytest.mark.slow,
