@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cbm.errors import SettingsError
 from cbm.settings import load_settings
@@ -89,3 +90,17 @@ def test_settings_are_frozen() -> None:
     s = load_settings(None, environ={})
     with pytest.raises(Exception, match="frozen"):
         s.mqtt.port = 1  # type: ignore[misc]
+
+
+def test_the_example_names_every_key_with_its_default() -> None:
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    defaults = load_settings(None, environ={})
+    example = load_settings(EXAMPLE, environ={})
+    assert set(raw) == set(type(defaults).model_fields) - {"secrets"}  # secrets: environment only
+    for section in ("mqtt", "database", "worker", "ingest", "features", "inference", "alerting"):
+        model = getattr(defaults, section)
+        assert set(raw[section]) == set(type(model).model_fields), section
+        assert getattr(example, section) == model, f"{section}: a shown value is not the default"
+    assert set(raw["assets"]["defaults"]) == set(type(defaults.assets.defaults).model_fields)
+    assert example.assets.defaults == defaults.assets.defaults
+    assert example.base_topic == defaults.base_topic
