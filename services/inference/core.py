@@ -17,7 +17,6 @@ most ``MAX_CALL_SEQUENCES`` sequences.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,16 +71,38 @@ class Model(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class AssetSequence:
-    """One asset's recent running vectors, healthy baseline and last output."""
+    """One asset's recent running vectors, healthy baseline and last output.
 
-    recent: deque[FloatArray]
+    The recent vectors live in one ``(lookback, F)`` array, oldest row first,
+    of which the last ``filled`` rows are in use: at 10,000 assets a deque of
+    row arrays cost about twice the memory.
+    """
+
+    lookback: int
+    window: FloatArray | None = None  # allocated with the first vector
+    filled: int = 0
     baseline: list[FloatArray] = field(default_factory=list)
     last_time: datetime | None = None
     last_rul: tuple[float, float, float] | None = None
     center: FloatArray | None = None  # baseline mean and floored spread, once complete
     scale: FloatArray | None = None
+
+    @property
+    def recent(self) -> FloatArray:
+        """Return the vectors in use, oldest first (a view: copy before keeping it)."""
+        if self.window is None:
+            return np.empty((0, 0))
+        return self.window[self.lookback - self.filled :]
+
+    def append(self, x: FloatArray) -> None:
+        """Add the newest vector, dropping the oldest once ``lookback`` are held."""
+        if self.window is None:
+            self.window = np.zeros((self.lookback, len(x)))
+        self.window[:-1] = self.window[1:]
+        self.window[-1] = x
+        self.filled = min(self.filled + 1, self.lookback)
 
 
 @dataclass
@@ -110,11 +131,9 @@ def new_sequence(
     last_rul: tuple[float, float, float] | None = None,
 ) -> AssetSequence:
     """Return an asset's sequence seeded with stored history (oldest first)."""
-    seq = AssetSequence(
-        recent=deque(history, maxlen=lookback),
-        last_time=last_time,
-        last_rul=last_rul,
-    )
+    seq = AssetSequence(lookback=lookback, last_time=last_time, last_rul=last_rul)
+    for x in history[-lookback:]:
+        seq.append(x)
     for x in baseline:
         _learn_baseline(seq, x, rules)
     return seq
@@ -144,9 +163,9 @@ def step(
             # Late or replayed: the sequence stays in time order, so this row
             # reports the asset's current RUL instead of entering the sequence.
             continue
-        seq.recent.append(x)
+        seq.append(x)
         _learn_baseline(seq, x, rules)
-        sequences.append(pad_history(np.stack(seq.recent), model.lookback))
+        sequences.append(pad_history(seq.recent, model.lookback))
         running_rows.append(i)
     rul = np.zeros(len(vectors))
     low = np.zeros(len(vectors))

@@ -35,7 +35,7 @@ from cbm.prediction import PredictionMessage, encode_prediction
 from cbm.settings import Settings
 from cbm.topics import Topics
 from cbm.worker import Effects
-from services.features.extract import FEATURE_NAMES
+from services.features.columns import FEATURE_NAMES
 from services.inference import core, store
 from services.inference.model import CURRENT_FILE, SHADOW_FILE, RulModel, shadow_version
 

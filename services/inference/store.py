@@ -15,7 +15,7 @@ from psycopg import sql
 from cbm import tables
 from cbm.maintenance import RESET_KINDS
 from cbm.prediction import PredictionMessage
-from services.features.extract import FEATURE_NAMES
+from services.features.columns import FEATURE_NAMES
 
 _FEATURES = sql.SQL(", ").join(sql.Identifier(n) for n in FEATURE_NAMES)
 # Each asked asset with the time before which to look and the start of the life
