@@ -38,6 +38,7 @@ class FrameKind(IntEnum):
 
     WINDOWS = 1
     FEATURES = 2
+    PREDICTIONS = 3
 
 
 def encode_frame(kind: FrameKind, header: dict[str, Any], body: bytes = b"") -> bytes:

@@ -87,7 +87,13 @@ class Topics:
         """Return the internal topic of one partition's feature vectors."""
         return f"{self.base}/features/{partition_name(partition)}"
 
-    def stage_filter(self, stage: Literal["windows", "features", "predictions", "alerts"]) -> str:
+    def rul(self, partition: int) -> str:
+        """Return the internal topic of one partition's predictions (inference -> alerter)."""
+        return f"{self.base}/rul/{partition_name(partition)}"
+
+    def stage_filter(
+        self, stage: Literal["windows", "features", "rul", "predictions", "alerts"]
+    ) -> str:
         """Return the subscription filter for every topic of one internal stage."""
         return f"{self.base}/{stage}/+"
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cbm.frames import decode_features, decode_windows
-from cbm.prediction import decode_prediction
+from cbm.prediction import PredictionMessage, decode_prediction, decode_predictions
 from cbm.rawcodec import decode_temperature, decode_vibration
 from cbm.topics import Topics
 
@@ -54,6 +54,11 @@ def _check_prediction(raw: bytes) -> None:
     assert p.rul_low <= p.rul_hours <= p.rul_high
 
 
+def _check_prediction_frame(raw: bytes) -> None:
+    ((_, p),) = decode_predictions(raw)
+    assert isinstance(p, PredictionMessage) and p.rul_low <= p.rul_hours <= p.rul_high
+
+
 def _check_alert(raw: bytes) -> None:
     from services.alerter.levels import Channel, Kind, Level
 
@@ -79,6 +84,7 @@ DECODERS = {
     "windowFrame": (_b64, _check_windows),
     "featureFrame": (_b64, _check_features),
     "prediction": (_json, _check_prediction),
+    "predictionFrame": (_b64, _check_prediction_frame),
     "alert": (_json, _check_alert),
     "deadLetter": (_json, _check_dead_letter),
     "status": (_json, _check_status),
@@ -103,6 +109,7 @@ def test_channel_addresses_are_the_ones_the_code_builds() -> None:
         "windows": T.windows(0).replace("p000", "PARTITION"),
         "features": T.features(0).replace("p000", "PARTITION"),
         "predictions": T.predictions("ASSET"),
+        "rul": T.rul(0).replace("p000", "PARTITION"),
         "alerts": T.alerts("ASSET"),
         "deadLetter": T.deadletter("ingest").replace("ingest", "STAGE"),
         "status": T.status("ingest").replace("ingest", "SERVICE"),

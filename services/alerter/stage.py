@@ -1,6 +1,9 @@
 """The alerter's shell: predictions in, alert state and outbox committed, alerts delivered.
 
-Three threads share the per-asset state held in memory:
+Predictions arrive batched, one frame per partition and inference batch on
+``{base}/rul/{partition}``; a malformed prediction in a frame is dead-lettered
+on its own and the others count. Three threads share the per-asset state held
+in memory:
 
 - the worker loop (``compute`` + ``persist``): each prediction goes through the
   rules core; the new state and its notifications are written in the worker's
@@ -20,14 +23,13 @@ whose outbox row sits in the worker's still-open transaction; a crash then
 would lose the raise for good, as the redelivered prediction would be ignored
 as already seen.
 
-Alerts also go out as JSON on ``{base}/alerts/{asset}``: those a prediction
-causes with the worker's batch (published after the commit, before the input
-is acknowledged), those the housekeeping thread causes through the outbox
-(receiver ``mqtt``), as no batch carries them.
+Alerts also go out as JSON on ``{base}/alerts/{asset}``, through the outbox
+(receiver ``mqtt``) like Slack: a copy is not lost to a crash after the commit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
@@ -44,9 +47,9 @@ from cbm.errors import ContractError, PublishRefusedError
 from cbm.maintenance import latest_resets
 from cbm.messages import DeadLetter
 from cbm.mqtt import Inbound, MqttLink, Outbound
-from cbm.prediction import decode_prediction
+from cbm.prediction import PredictionMessage, decode_predictions
 from cbm.settings import Settings
-from cbm.topics import Topics
+from cbm.topics import Topics, partition_of, validate_asset_id
 from cbm.worker import Effects
 from services.alerter import store
 from services.alerter.config import check_overrides, routing, rules_for
@@ -132,7 +135,7 @@ class AlerterStage:
 
     def subscriptions(self) -> Sequence[str]:
         """Return the per-asset prediction filter."""
-        return (self.topics.stage_filter("predictions"),)
+        return (self.topics.stage_filter("rul"),)
 
     def prepare(self, pool: ConnectionPool | None) -> None:
         """Load every asset's state, then start the housekeeping and delivery threads."""
@@ -158,13 +161,27 @@ class AlerterStage:
             self._before = {}
             for message in batch:
                 try:
-                    self._step(message, effects)
+                    items = decode_predictions(message.payload)
                 except ContractError as exc:
-                    effects.dead_letters.append(self._dead(message, exc.reason, exc.detail))
-                except Exception as exc:
-                    # A bug on one message must not hold up the others' alerts.
-                    log.exception("alerter failed on a message from %s", message.topic)
-                    effects.dead_letters.append(self._dead(message, "internal_error", repr(exc)))
+                    effects.dead_letters.append(
+                        self._dead(message, message.payload, exc.reason, exc.detail)
+                    )
+                    continue
+                for raw, item in items:
+                    try:
+                        if isinstance(item, ContractError):
+                            raise item
+                        self._step(message, item, effects)
+                    except ContractError as exc:
+                        effects.dead_letters.append(
+                            self._dead(message, raw, exc.reason, exc.detail)
+                        )
+                    except Exception as exc:
+                        # A bug on one prediction must not hold up the others' alerts.
+                        log.exception("alerter failed on a prediction from %s", message.topic)
+                        effects.dead_letters.append(
+                            self._dead(message, raw, "internal_error", repr(exc))
+                        )
         return effects
 
     def persist(self, conn: psycopg.Connection[Any], effects: AlerterEffects) -> None:
@@ -237,9 +254,9 @@ class AlerterStage:
 
     # -- internals ----------------------------------------------------------------
 
-    def _step(self, message: Inbound, effects: AlerterEffects) -> None:
-        p = decode_prediction(message.payload)
-        if message.topic != self.topics.predictions(p.asset_id):
+    def _step(self, message: Inbound, p: PredictionMessage, effects: AlerterEffects) -> None:
+        partition = partition_of(p.asset_id, self.settings.worker.partitions)
+        if message.topic != self.topics.rul(partition):
             raise ContractError("asset_mismatch", f"prediction of {p.asset_id} on {message.topic}")
         # Ingest bounds every event time by this much; a later one would become
         # the asset's "last prediction" and every real one after it would be
@@ -316,17 +333,20 @@ class AlerterStage:
             top_features=self._top_features.get(notification.asset_id, ()),
         )
 
-    def _dead(self, message: Inbound, reason: str, detail: str) -> DeadLetter:
-        log.warning("invalid prediction on %s (%s): %.200r", message.topic, reason, message.payload)
-        prefix = self.topics.predictions("x")[:-1]
-        asset = message.topic[len(prefix) :] if message.topic.startswith(prefix) else None
+    def _dead(self, message: Inbound, payload: bytes, reason: str, detail: str) -> DeadLetter:
+        """Return the dead letter of a whole frame, or of one prediction in it (``payload``)."""
+        log.warning("invalid prediction on %s (%s): %.200r", message.topic, reason, payload)
+        asset = None
+        with contextlib.suppress(ContractError, orjson.JSONDecodeError, AttributeError):
+            claimed = orjson.loads(payload).get("asset_id")
+            asset = validate_asset_id(claimed) if isinstance(claimed, str) else None
         return DeadLetter(
             stage=self.service,
             reason=reason,
             detail=detail[:500],
             topic=message.topic,
             received_at=message.received_at,
-            payload=message.payload,
+            payload=payload,
             asset_id=asset,
         )
 

@@ -48,8 +48,8 @@ USERNAME_PATTERN = ASSET_ID_PATTERN
 _ROLE_PURPOSE: dict[Role, str] = {
     "ingest": "raw in; windows, its dead letters and status out",
     "features": "windows in; features, its dead letters and status out",
-    "inference": "features in; predictions, its dead letters and status out",
-    "alerter": "predictions and worker status in; alerts, its dead letters and status out",
+    "inference": "features in; predictions (per asset and batched), dead letters, status out",
+    "alerter": "batched predictions and worker status in; alerts, dead letters, status out",
     "simulator": "publishes raw data for any asset",
     "readonly": "Grafana and read-only tools: may log in, may not publish or receive",
 }
@@ -114,19 +114,19 @@ def role_rules(role: Role, topics: Topics) -> tuple[Rule, ...]:
             Rule("write", topics.raw_filter("temperature")),
         )
     reads: tuple[str, ...]
-    output: Literal["windows", "features", "predictions", "alerts"]
+    outputs: tuple[Literal["windows", "features", "rul", "predictions", "alerts"], ...]
     if role == "ingest":
         reads = (topics.raw_filter("vibration"), topics.raw_filter("temperature"))
-        output = "windows"
+        outputs = ("windows",)
     elif role == "features":
-        reads, output = (topics.stage_filter("windows"),), "features"
+        reads, outputs = (topics.stage_filter("windows"),), ("features",)
     elif role == "inference":
-        reads, output = (topics.stage_filter("features"),), "predictions"
+        reads, outputs = (topics.stage_filter("features"),), ("predictions", "rul")
     else:  # alerter: worker status too, to notice a stage that went offline
-        reads, output = (topics.stage_filter("predictions"), _status_filter(topics)), "alerts"
+        reads, outputs = (topics.stage_filter("rul"), _status_filter(topics)), ("alerts",)
     return (
         *(Rule("read", topic) for topic in reads),
-        Rule("write", topics.stage_filter(output)),
+        *(Rule("write", topics.stage_filter(output)) for output in outputs),
         Rule("write", topics.deadletter(role)),
         Rule("write", topics.status(role)),
     )

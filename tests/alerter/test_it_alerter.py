@@ -13,9 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
-from cbm.prediction import PredictionMessage, encode_prediction
+from cbm.frames import FrameKind, encode_frame
+from cbm.prediction import PredictionMessage, encode_prediction, encode_predictions
 from cbm.settings import Settings
-from cbm.topics import Topics
+from cbm.topics import Topics, partition_of
 from cbm.worker import Worker
 from services.alerter.cli import ack_asset, list_alerts, show_asset
 from services.alerter.stage import AlerterStage
@@ -36,25 +37,25 @@ FAST = {"tick_s": 0.2, "delivery_interval_s": 0.1, "use_interval_bound": False}
 PUMP = {"items": [{"id": "pump-1", "name": "Feed pump", "site": "north"}]}
 
 
-def prediction(asset: str, t: datetime, rul: float, *, score: float = 0.5) -> bytes:
-    return encode_prediction(
-        PredictionMessage(
-            asset_id=asset,
-            time=t,
-            rul_hours=rul,
-            rul_low=rul * 0.7,
-            rul_high=rul * 1.4,
-            health_index=min(1.0, rul / 100),
-            anomaly_score=score,
-            running=True,
-            model_version="m-test",
-            top_features=(("env_bpfo", 0.41), ("rms", 0.22)),
-        )
+def prediction(asset: str, t: datetime, rul: float, *, score: float = 0.5) -> PredictionMessage:
+    return PredictionMessage(
+        asset_id=asset,
+        time=t,
+        rul_hours=rul,
+        rul_low=rul * 0.7,
+        rul_high=rul * 1.4,
+        health_index=min(1.0, rul / 100),
+        anomaly_score=score,
+        running=True,
+        model_version="m-test",
+        top_features=(("env_bpfo", 0.41), ("rms", 0.22)),
     )
 
 
 class Feed:
     """Publish one prediction per minute of event time per asset, starting 10 minutes ago.
+
+    As inference does: one frame per call on the asset's partition topic.
 
     Recent enough that no reminder (15 minutes at EMERGENCY) or staleness (30
     minutes) is due unless a test shortens those.
@@ -62,20 +63,27 @@ class Feed:
 
     def __init__(self, broker: Any, settings: Settings) -> None:
         self.topics = Topics(settings.base_topic)
+        self.partitions = settings.worker.partitions
         self.pub = Publisher(broker.host, broker.port)
         self.start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
         self.sent: dict[str, int] = {}
 
     def ruls(self, asset: str, *values: float) -> None:
-        messages = []
+        batch = []
         for rul in values:
             n = self.sent[asset] = self.sent.get(asset, 0) + 1
-            t = self.start + timedelta(minutes=n)
-            messages.append((self.topics.predictions(asset), prediction(asset, t, rul)))
-        self.pub.send(messages)
+            batch.append(prediction(asset, self.start + timedelta(minutes=n), rul))
+        self.send(batch)
+
+    def send(self, predictions: list[PredictionMessage]) -> None:
+        self.raw(predictions[0].asset_id, encode_predictions(predictions))
+
+    def topic(self, asset: str) -> str:
+        return self.topics.rul(partition_of(asset, self.partitions))
 
     def raw(self, asset: str, payload: bytes) -> None:
-        self.pub.send([(self.topics.predictions(asset), payload)])
+        """Publish ``payload`` on the partition topic of ``asset``."""
+        self.pub.send([(self.topic(asset), payload)])
 
     def close(self) -> None:
         self.pub.close()
@@ -194,17 +202,22 @@ def test_malformed_predictions_are_dead_lettered(make_settings, broker, db, rece
     settings = make_settings(alerting=FAST, secrets={"slack_webhook_url": receiver.webhook_url})
     alerter = AlerterThread(settings, broker)
     try:
-        feed.raw("pump-2", b"{not json")
-        bad = orjson.loads(prediction("pump-2", feed.start, 40.0))
+        feed.raw("pump-2", b"{not a frame")
+        bad = orjson.loads(encode_prediction(prediction("pump-2", feed.start, 40.0)))
         bad["rul_low"] = 90.0  # above the point estimate
-        feed.raw("pump-2", orjson.dumps(bad))
-        feed.raw("pump-9", prediction("pump-2", feed.start, 40.0))  # wrong topic
-        feed.ruls("pump-2", 45, 45)
+        # One bad prediction in a frame: the good one beside it still counts.
+        good = prediction("pump-2", feed.start + timedelta(seconds=1), 45.0)
+        feed.raw("pump-2", encode_frame(FrameKind.PREDICTIONS, {"predictions": [bad]}))
+        feed.send([good])
+        other = (partition_of("pump-2", feed.partitions) + 1) % feed.partitions
+        wrong = encode_predictions([prediction("pump-2", feed.start, 40.0)])
+        feed.pub.send([(feed.topics.rul(other), wrong)])  # another partition's topic
+        feed.ruls("pump-2", 45)
         eventually(lambda: texts(receiver), message="the good predictions still alert")
         assert db.execute("SELECT reason, asset_id FROM dead_letter ORDER BY id").fetchall() == [
-            ("bad_json", "pump-2"),
+            ("bad_frame", None),
             ("bad_interval", "pump-2"),
-            ("asset_mismatch", "pump-9"),
+            ("asset_mismatch", "pump-2"),
         ]
         assert alerter.thread.is_alive()
     finally:
@@ -518,7 +531,7 @@ def test_silent_asset_goes_stale_on_slack_and_mqtt(make_settings, broker, db, re
             ("slack", "webhook"),
             ("mqtt", "mqtt"),
         ]
-        feed.raw("pump-s", prediction("pump-s", datetime.now(UTC), 90.0))
+        feed.send([prediction("pump-s", datetime.now(UTC), 90.0)])
         eventually(lambda: len(texts(receiver)) == 2, message="resolved")
         assert texts(receiver)[1].startswith(":white_check_mark: RESOLVED pump-s")
         assert "Predictions are arriving again" in texts(receiver)[1]

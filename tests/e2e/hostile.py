@@ -28,7 +28,7 @@ from cbm.rawcodec import (
     encode_temperature_json,
     encode_vibration_binary,
 )
-from cbm.topics import Topics
+from cbm.topics import Topics, partition_of
 from tests.ingest.test_core import BAD_VIBRATION
 
 # BAD_VIBRATION's JSON names this asset in its payloads.
@@ -48,6 +48,14 @@ class Hostile:
     topic: str
     payload: bytes
     reason: str
+    # What the dead letter holds when it is not the whole message: one bad
+    # prediction of a frame is dead-lettered on its own.
+    item: bytes | None = None
+
+    @property
+    def dead_payload(self) -> bytes:
+        """Return the payload its dead letter must carry."""
+        return self.payload if self.item is None else self.item
 
 
 def samples(seed: int, n: int = 1000) -> np.ndarray:
@@ -240,7 +248,9 @@ def duplicates(topics: Topics, *, now: datetime) -> list[tuple[str, bytes]]:
     ]
 
 
-def internal_classes(topics: Topics, *, now: datetime, asset: str) -> list[Hostile]:
+def internal_classes(
+    topics: Topics, *, now: datetime, asset: str, partitions: int
+) -> list[Hostile]:
     """Return bad messages on the stages' own topics (features, inference, alerter)."""
     window = Window(
         asset_id=asset,
@@ -277,7 +287,13 @@ def internal_classes(topics: Topics, *, now: datetime, asset: str) -> list[Hosti
         model_version="m-x",
     )
     doc = orjson.loads(encode_prediction(prediction))
-    predictions = topics.predictions(asset)
+    own = partition_of(asset, partitions)
+    rul = topics.rul(own)
+
+    def in_frame(name: str, item: dict[str, object], reason: str, topic: str = rul) -> Hostile:
+        frame = encode_frame(FrameKind.PREDICTIONS, {"predictions": [item]})
+        return Hostile(name, "alerter", topic, frame, reason, item=orjson.dumps(item))
+
     return [
         Hostile("window frame garbage", "features", windows, b"garbage", "bad_frame"),
         Hostile(
@@ -347,40 +363,30 @@ def internal_classes(topics: Topics, *, now: datetime, asset: str) -> list[Hosti
             encode_frame(FrameKind.FEATURES, {**feature_header, "a": [asset]}, bytes(8)),
             "bad_frame",
         ),
-        Hostile("prediction not JSON", "alerter", predictions, b"{not json", "bad_json"),
+        Hostile("prediction frame garbage", "alerter", rul, b"{not json", "bad_frame"),
         Hostile(
-            "prediction interval upside down",
+            "prediction frame with a body",
             "alerter",
-            predictions,
-            orjson.dumps({**doc, "rul_low": 90.0}),
-            "bad_interval",
+            rul,
+            encode_frame(FrameKind.PREDICTIONS, {"predictions": []}, b"xx"),
+            "bad_frame",
         ),
-        Hostile(
-            "prediction on another asset's topic",
-            "alerter",
-            topics.predictions("other-1"),
-            encode_prediction(prediction),
+        in_frame("prediction interval upside down", {**doc, "rul_low": 90.0}, "bad_interval"),
+        in_frame(
+            "prediction on another partition's topic",
+            doc,
             "asset_mismatch",
+            topics.rul((own + 1) % partitions),
         ),
-        Hostile(
+        in_frame(
             "prediction in year 1 at +01:00",
-            "alerter",
-            predictions,
-            orjson.dumps({**doc, "time": "0001-01-01T00:30:00+01:00"}),
+            {**doc, "time": "0001-01-01T00:30:00+01:00"},
             "bad_timestamp",
         ),
-        Hostile(
+        in_frame(
             "prediction from the year 9999",
-            "alerter",
-            predictions,
-            orjson.dumps({**doc, "time": "9999-12-31T23:59:59+00:00"}),
+            {**doc, "time": "9999-12-31T23:59:59+00:00"},
             "future_timestamp",
         ),
-        Hostile(
-            "prediction with NaN",
-            "alerter",
-            predictions,
-            b'{"schema_version": 1, "rul_hours": NaN}',
-            "bad_json",
-        ),
+        in_frame("prediction without its fields", {"schema_version": 1}, "wrong_type"),
     ]

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from cbm.frames import decode_features, decode_windows
+from cbm.prediction import decode_predictions
 from cbm.topics import Topics
 from services.simulator.edge import asset_register
 from services.simulator.fleet import make_fleet
@@ -84,6 +85,7 @@ def test_fleet_runs_to_failure_through_all_four_stages(
         topics.stage_filter("windows"),
         topics.stage_filter("features"),
         topics.stage_filter("predictions"),
+        topics.stage_filter("rul"),
         topics.stage_filter("alerts"),
     )
     pipeline = start_pipeline(settings)
@@ -133,17 +135,19 @@ def expected_counters(
     window_frames = hops.on(f"{base}/windows/")
     feature_frames = hops.on(f"{base}/features/")
     predictions = hops.on(f"{base}/predictions/")
+    rul_frames = hops.on(f"{base}/rul/")
     alerts = hops.on(f"{base}/alerts/")
     windows = len(tally.sent)
     # The frames on the wire carry each window exactly once too.
     assert sum(len(decode_windows(m.payload)) for m in window_frames) == windows
     assert sum(len(decode_features(m.payload)) for m in feature_frames) == windows
-    assert len(predictions) == windows
+    assert len(predictions) == windows  # one per window for outside consumers
+    assert sum(len(decode_predictions(m.payload)) for m in rul_frames) == windows
     assert len(alerts) == len(rows)
     assert Counter(orjson.loads(m.payload)["level"] for m in alerts) == Counter(r[3] for r in rows)
     return {
         "ingest": Counted(tally.windows + tally.temperatures, windows, {}),
         "features": Counted(len(window_frames), windows, {}),
         "inference": Counted(len(feature_frames), windows, {}),
-        "alerter": Counted(len(predictions), len(rows), {}),
+        "alerter": Counted(len(rul_frames), len(rows), {}),
     }

@@ -59,10 +59,12 @@ def test_bad_input_storm_is_dead_lettered_while_good_data_flows(
     base = topics.base
     now = datetime.now(UTC)
     raw = raw_classes(topics, now=now)
-    internal = internal_classes(topics, now=now, asset=GOOD[0])
+    internal = internal_classes(
+        topics, now=now, asset=GOOD[0], partitions=settings.worker.partitions
+    )
     assert len(raw) >= 40 and len({h.name for h in raw}) == len(raw)
     hostile: list[Hostile] = raw + internal
-    expected = {key(h.stage, h.topic, len(h.payload), h.payload): h for h in hostile}
+    expected = {key(h.stage, h.topic, len(h.dead_payload), h.dead_payload): h for h in hostile}
     assert len(expected) == len(hostile), "two classes are the same message"
     doubles = duplicates(topics, now=now)
     for topic, payload in doubles:
@@ -76,7 +78,7 @@ def test_bad_input_storm_is_dead_lettered_while_good_data_flows(
         broker.port,
         topics.stage_filter("windows"),
         topics.stage_filter("features"),
-        topics.stage_filter("predictions"),
+        topics.stage_filter("rul"),
         f"{base}/deadletter/+",
     )
     pipeline = start_pipeline(settings)
@@ -181,9 +183,7 @@ def test_bad_input_storm_is_dead_lettered_while_good_data_flows(
                 "inference": Counted(
                     len(rec.on(f"{base}/features/")), windows, dead_by_stage["inference"]
                 ),
-                "alerter": Counted(
-                    len(rec.on(f"{base}/predictions/")), alerts, dead_by_stage["alerter"]
-                ),
+                "alerter": Counted(len(rec.on(f"{base}/rul/")), alerts, dead_by_stage["alerter"]),
             },
         )
         assert all(

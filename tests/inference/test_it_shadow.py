@@ -16,7 +16,7 @@ import pytest
 from cbm.db import open_pool
 from cbm.errors import ModelError
 from cbm.messages import FeatureVectors, from_micros
-from cbm.prediction import decode_prediction
+from cbm.prediction import PredictionMessage, decode_prediction, decode_predictions
 from services.features.extract import FEATURE_NAMES, FEATURE_SET_VERSION
 from services.features.store import write_vectors
 from services.inference import core
@@ -120,8 +120,13 @@ def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
         first = fleet_vectors(table, order[:half])
         effects = step(stage, pool, first)
         # Only the live model's rows are published and stored as predictions.
-        published = [decode_prediction(m.payload) for m in effects.messages]
+        per_asset = [m for m in effects.messages if "/predictions/" in m.topic]
+        published = [decode_prediction(m.payload) for m in per_asset]
         assert {p.model_version for p in published} == {bad}
+        frames = [m for m in effects.messages if "/rul/" in m.topic]  # what the alerter reads
+        batched = [p for m in frames for _, p in decode_predictions(m.payload)]
+        assert len(batched) == len(first)
+        assert {p.model_version for p in batched if isinstance(p, PredictionMessage)} == {bad}
         assert len(effects.shadow) == len(first)
         run_batch(stage, pool, fleet_vectors(table, order[half:]))
 

@@ -62,11 +62,12 @@ def test_each_worker_reads_its_input_and_writes_its_outputs() -> None:
     assert lines("inference") == [
         "topic read cbm/features/+",
         "topic write cbm/predictions/+",
+        "topic write cbm/rul/+",
         "topic write cbm/deadletter/inference",
         "topic write cbm/status/inference",
     ]
     assert lines("alerter") == [
-        "topic read cbm/predictions/+",
+        "topic read cbm/rul/+",
         "topic read cbm/status/+",
         "topic write cbm/alerts/+",
         "topic write cbm/deadletter/alerter",

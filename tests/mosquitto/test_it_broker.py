@@ -69,6 +69,7 @@ def test_device_publishes_only_to_its_own_raw_topics(
         raw("pump-b", "temperature"),
         TOPICS.windows(0),
         TOPICS.predictions("pump-a"),
+        TOPICS.rul(0),
         TOPICS.status("ingest"),
     ]
     refusals = [device.publish(topic, b"forged") for topic in forged]
@@ -190,7 +191,7 @@ def test_subscribe_is_always_granted_and_read_is_checked_at_delivery(
         ("simulator", raw("any-asset"), "ingest", TOPICS.raw_filter("vibration")),
         ("ingest", TOPICS.windows(7), "features", TOPICS.stage_filter("windows")),
         ("features", TOPICS.features(7), "inference", TOPICS.stage_filter("features")),
-        ("inference", TOPICS.predictions("pump-a"), "alerter", TOPICS.stage_filter("predictions")),
+        ("inference", TOPICS.rul(7), "alerter", TOPICS.stage_filter("rul")),
         ("features", TOPICS.status("features"), "alerter", "cbm/status/+"),
     ],
 )
@@ -218,6 +219,8 @@ def test_each_worker_may_write_its_outputs_dead_letters_and_status(
     worker = stack_broker.client(service)
 
     allowed = [output, TOPICS.deadletter(service), TOPICS.status(service)]
+    if service == "inference":
+        allowed.append(TOPICS.rul(0))  # the alerter's batched copy
     assert all(accepted(worker.publish(t, b"x")) for t in allowed)
     others = [s for s in ("ingest", "features", "inference", "alerter") if s != service]
     forbidden = [TOPICS.status(s) for s in others] + [TOPICS.deadletter(s) for s in others]
