@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -90,15 +91,20 @@ def save_states(conn: Conn, states: Mapping[str, Tracked]) -> None:
     """Upsert states; a row never goes back to an older version."""
     if not states:
         return
-    with conn.cursor() as cur:
-        cur.executemany(
-            f"""INSERT INTO {tables.ALERT_STATE} AS s (asset_id, state, version, updated_at)
-                VALUES (%s, %s, %s, now())
-                ON CONFLICT (asset_id) DO UPDATE
-                SET state = excluded.state, version = excluded.version, updated_at = now()
-                WHERE s.version < excluded.version""",
-            [(a, Jsonb(t.state.to_dict()), t.version) for a, t in sorted(states.items())],
-        )
+    # One statement for the batch, the documents serialised by orjson into one
+    # JSON parameter: an executemany of per-row upserts with the stdlib JSON
+    # encoder took half of the alerter's time per prediction. Sorted: one lock
+    # order for every writer.
+    rows = [{"a": a, "v": t.version, "d": t.state.to_dict()} for a, t in sorted(states.items())]
+    conn.execute(
+        f"""INSERT INTO {tables.ALERT_STATE} AS s (asset_id, state, version, updated_at)
+            SELECT r.a, r.d, r.v, now()
+            FROM jsonb_to_recordset(%s::jsonb) AS r(a text, d jsonb, v bigint)
+            ON CONFLICT (asset_id) DO UPDATE
+            SET state = excluded.state, version = excluded.version, updated_at = now()
+            WHERE s.version < excluded.version""",
+        (orjson.dumps(rows).decode(),),
+    )
 
 
 def read_versions(conn: Conn) -> tuple[dict[str, int], list[AckRequest]]:
