@@ -5,9 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
 
 @dataclass(frozen=True, slots=True)
 class BearingGeometry:
@@ -63,9 +60,3 @@ class FaultOrders:
     bpfi: float
     bsf: float
     ftf: float
-
-    def at(self, shaft_hz: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Return ``(..., 4)`` frequencies in Hz (BPFO, BPFI, BSF, FTF) for shaft speeds."""
-        orders = np.array([self.bpfo, self.bpfi, self.bsf, self.ftf])
-        result: npt.NDArray[np.float64] = np.asarray(shaft_hz, dtype=np.float64)[..., None] * orders
-        return result

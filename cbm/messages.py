@@ -74,11 +74,6 @@ class Window:
     temperature_c: float
     temperature_status: TemperatureStatus
 
-    @property
-    def end(self) -> datetime:
-        """Return the event time just after the last sample."""
-        return self.time + timedelta(seconds=len(self.samples) / self.sample_rate_hz)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeadLetter:

@@ -108,11 +108,6 @@ class MqttLink:
         """Return whether the link is connected right now."""
         return self._connected
 
-    @property
-    def generation(self) -> int:
-        """Return how many times the link has connected."""
-        return self._generation
-
     def start(self) -> None:
         """Connect in the background; paho keeps reconnecting with back-off."""
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

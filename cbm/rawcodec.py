@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 
 from cbm.errors import ContractError
-from cbm.messages import SCHEMA_VERSION, RawTemperature, RawVibration, from_micros
+from cbm.messages import SCHEMA_VERSION, RawTemperature, RawVibration, from_micros, to_micros
 
 VIBRATION_MAGIC = b"CBMV"
 TEMPERATURE_MAGIC = b"CBMT"
@@ -98,7 +98,7 @@ def encode_vibration_binary(
     """Return the binary form of one vibration window (what a device sends)."""
     data = np.ascontiguousarray(samples, dtype="<f4")
     header = VIBRATION_HEADER.pack(
-        VIBRATION_MAGIC, BINARY_VERSION, 0, 0, seq, _to_us(time), sample_rate_hz, data.size
+        VIBRATION_MAGIC, BINARY_VERSION, 0, 0, seq, to_micros(time), sample_rate_hz, data.size
     )
     return header + data.tobytes()
 
@@ -127,7 +127,7 @@ def encode_vibration_json(
 def encode_temperature_binary(*, seq: int, time: datetime, temperature_c: float) -> bytes:
     """Return the binary form of one temperature reading."""
     return TEMPERATURE_RECORD.pack(
-        TEMPERATURE_MAGIC, BINARY_VERSION, 0, 0, seq, _to_us(time), temperature_c
+        TEMPERATURE_MAGIC, BINARY_VERSION, 0, 0, seq, to_micros(time), temperature_c
     )
 
 
@@ -144,12 +144,6 @@ def encode_temperature_json(
     if asset_id is not None:
         doc["asset_id"] = asset_id
     return orjson.dumps(doc)
-
-
-def _to_us(t: datetime) -> int:
-    if t.tzinfo is None:
-        raise ValueError("naive datetime")
-    return round(t.timestamp() * 1_000_000)
 
 
 def _vibration_binary(payload: bytes, asset_id: str, received_at: datetime) -> RawVibration:

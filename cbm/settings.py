@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -191,9 +192,9 @@ class AssetsSettings(_Frozen):
             return found
         return AssetSettings(id=asset_id, name=asset_id, **self.defaults.model_dump())
 
-    @property
+    @cached_property
     def _index(self) -> dict[str, AssetSettings]:
-        # Built lazily; frozen models cannot cache, and the list is short.
+        # Built once, on first use: ingest looks an asset up per raw message.
         return {a.id: a for a in self.items}
 
 

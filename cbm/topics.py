@@ -6,7 +6,8 @@ Layout (``base`` defaults to ``cbm``)::
     {base}/raw/{asset}/temperature    device -> ingest, one reading per message
     {base}/windows/{partition}        ingest -> features, many windows per message
     {base}/features/{partition}       features -> inference, many vectors per message
-    {base}/predictions/{asset}        inference -> alerter and outside consumers
+    {base}/rul/{partition}            inference -> alerter, many predictions per message
+    {base}/predictions/{asset}        inference -> outside consumers, one per message
     {base}/alerts/{asset}             alerter -> outside consumers
     {base}/deadletter/{stage}         any stage, one rejected input per message
     {base}/status/{service}           retained online/offline, with a last will
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cbm.errors import ContractError
 
@@ -30,6 +33,7 @@ ASSET_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _BASE_PATTERN = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
 
+T = TypeVar("T")
 RawKind = Literal["vibration", "temperature"]
 RAW_KINDS: tuple[RawKind, ...] = ("vibration", "temperature")
 
@@ -48,6 +52,16 @@ def validate_asset_id(asset_id: str) -> str:
 def partition_of(asset_id: str, partitions: int) -> int:
     """Return the partition of an asset: a hash that is stable across processes."""
     return zlib.crc32(asset_id.encode()) % partitions
+
+
+def by_partition(
+    items: Iterable[T], asset_of: Callable[[T], str], partitions: int
+) -> list[tuple[int, list[T]]]:
+    """Return ``items`` grouped by their asset's partition, partitions ascending, order kept."""
+    groups: dict[int, list[T]] = defaultdict(list)
+    for item in items:
+        groups[partition_of(asset_of(item), partitions)].append(item)
+    return sorted(groups.items())
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,10 @@ from typing import Any
 import psycopg
 import yaml
 
+from cbm import tables
+from cbm.db import conninfo
 from cbm.migrate import migrate
-from cbm.settings import Settings, from_mapping
+from cbm.settings import CONFIG_ENV, SECRET_ENV, Settings, from_mapping
 from services.supervisor import Supervisor
 
 HOME = Path(".demo")
@@ -127,7 +129,13 @@ def _start_postgres(embedded: Embedded) -> str:
     return uri
 
 
-def _ensure_database(url: str, name: str = "cbm_demo") -> str:
+def _connect(settings: Settings, url: str) -> psycopg.Connection[Any]:
+    """Connect to ``url`` as the settings would (password from the environment)."""
+    at = settings.model_copy(update={"database": settings.database.model_copy(update={"url": url})})
+    return psycopg.connect(conninfo(at), autocommit=True)
+
+
+def _ensure_database(settings: Settings, url: str, name: str = "cbm_demo") -> str:
     """Create the demo database on the server at ``url`` if needed; return its URL."""
     from urllib.parse import urlsplit  # noqa: PLC0415
 
@@ -135,7 +143,7 @@ def _ensure_database(url: str, name: str = "cbm_demo") -> str:
     if parts.path.strip("/") == name:
         return url
     admin = parts._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with _connect(settings, admin) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -152,9 +160,9 @@ def run_demo(settings: Settings, *, configured: bool, assets: int, minutes: floa
     # Lives of ~100 operating hours at one hour per second: failures within minutes.
     specs = make_fleet(assets, seed=42, life_mean_hours=100.0, healthy_share=0.2)
     with services(settings, configured) as (conn_settings, _):
-        db_url = _ensure_database(conn_settings["database"]["url"])
+        db_url = _ensure_database(settings, conn_settings["database"]["url"])
         conn_settings["database"]["url"] = db_url
-        with psycopg.connect(db_url, autocommit=True) as conn:
+        with _connect(settings, db_url) as conn:
             migrate(conn)
         config = {
             **settings.model_dump(mode="json", exclude={"secrets", "assets"}),
@@ -165,21 +173,8 @@ def run_demo(settings: Settings, *, configured: bool, assets: int, minutes: floa
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         demo_settings = from_mapping(config)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CBM_")}
-        env.update(
-            {
-                k: v
-                for k, v in os.environ.items()
-                if k
-                in (
-                    "CBM_SLACK_WEBHOOK_URL",
-                    "CBM_SLACK_BOT_TOKEN",
-                    "CBM_PAGERDUTY_ROUTING_KEY",
-                    "CBM_DATABASE_PASSWORD",
-                    "CBM_MQTT_PASSWORD",
-                )
-            }
-        )
-        env["CBM_CONFIG"] = str(config_path)
+        env.update({k: v for k, v in os.environ.items() if k in SECRET_ENV})
+        env[CONFIG_ENV] = str(config_path)
         env["PYTHONPATH"] = str(Path.cwd())
         supervisor = Supervisor(env=env, log_dir=HOME / "logs")
         supervisor.start()
@@ -201,7 +196,7 @@ def run_demo(settings: Settings, *, configured: bool, assets: int, minutes: floa
         simulator.start()
         deadline = time.monotonic() + minutes * 60
         try:
-            with psycopg.connect(db_url, autocommit=True) as conn:
+            with _connect(settings, db_url) as conn:
                 last_alert = 0
                 drained_at: float | None = None
                 while time.monotonic() < deadline:
@@ -246,24 +241,24 @@ def _lead_times(db_url: str, settings: Settings) -> list[str]:
     from services.prognostics.report import summary  # noqa: PLC0415
     from services.prognostics.sources import recorded  # noqa: PLC0415
 
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    with _connect(settings, db_url) as conn:
         source = recorded(conn, hours_per_second=DEMO_SPEEDUP / 3600)
     if source is None:
         return ["no predictions were stored"]
     return summary(run_backtest(source.series, rules_for(settings.alerting, "")))
 
 
-_TABLE = """
+_TABLE = f"""
 SELECT a.asset_id, a.name,
        coalesce(al.level, 'OK') AS level,
        p.rul_hours, p.rul_low, p.rul_high, p.anomaly_score, p.running,
        extract(epoch FROM now() - a.last_received_at) AS seen_s
-FROM asset a
+FROM {tables.ASSET} a
 LEFT JOIN LATERAL (SELECT rul_hours, rul_low, rul_high, anomaly_score, running
-                   FROM prediction WHERE asset_id = a.asset_id
+                   FROM {tables.PREDICTION} WHERE asset_id = a.asset_id
                    ORDER BY time DESC LIMIT 1) p ON true
-LEFT JOIN LATERAL (SELECT CASE WHEN kind = 'resolve' THEN 'OK' ELSE level END AS level
-                   FROM alert WHERE asset_id = a.asset_id AND channel = 'rul'
+LEFT JOIN LATERAL (SELECT level
+                   FROM {tables.ALERT} WHERE asset_id = a.asset_id AND channel = 'rul'
                    ORDER BY id DESC LIMIT 1) al ON true
 ORDER BY a.asset_id
 """
@@ -288,7 +283,7 @@ def _draw(conn: psycopg.Connection[Any], last_alert: int) -> int:
             f"{anomaly_text:>8}  {seen_text:>9}"
         )
     alerts = conn.execute(
-        "SELECT id, time, asset_id, kind, level, rul_hours FROM alert "
+        f"SELECT id, time, asset_id, kind, level, rul_hours FROM {tables.ALERT} "
         "WHERE receiver IN ('slack', 'log') ORDER BY id DESC LIMIT 8"
     ).fetchall()
     out.append("\n Latest alerts:")

@@ -7,7 +7,6 @@ process manager of ``cbm demo``.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -30,7 +29,6 @@ class Child:
 
     stage: str
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
     started_at: float = 0.0
     backoff_s: float = 1.0
     next_start: float = 0.0
@@ -80,7 +78,6 @@ class Supervisor:
                 child.next_start = now + child.backoff_s
                 child.backoff_s = min(child.backoff_s * 2, _MAX_BACKOFF_S)
             if now >= child.next_start:
-                child.restarts += 1
                 self._spawn(child)
 
     def stop(self, timeout_s: float = 20.0) -> None:
@@ -118,9 +115,9 @@ class Supervisor:
         log.info("started %s (pid %d)", child.stage, child.process.pid)
 
 
-def run_forever(env: Mapping[str, str] | None = None, log_dir: Path | None = None) -> int:
+def run_forever(env: Mapping[str, str], log_dir: Path | None = None) -> int:
     """Supervise the workers until SIGINT/SIGTERM; return the exit status."""
-    supervisor = Supervisor(env=dict(os.environ if env is None else env), log_dir=log_dir)
+    supervisor = Supervisor(env=dict(env), log_dir=log_dir)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: supervisor.stop_event.set())
     supervisor.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,7 @@ from cbm.frames import decode_windows, encode_features
 from cbm.messages import DeadLetter, FeatureVectors, Window
 from cbm.mqtt import Inbound, Outbound
 from cbm.settings import Settings
-from cbm.topics import Topics, partition_of
+from cbm.topics import Topics, by_partition
 from cbm.worker import Effects
 from services.features import core, store
 
@@ -87,24 +86,23 @@ class FeaturesStage:
         self.state, features = core.step(
             self.state, windows, assets=self.settings.assets, settings=self.settings.features
         )
-        by_partition: dict[int, list[int]] = defaultdict(list)
-        partitions = self.settings.worker.partitions
-        for i, w in enumerate(features.windows):
-            by_partition[partition_of(w.asset_id, partitions)].append(i)
-        vectors = [features.vectors(rows) for _, rows in sorted(by_partition.items())]
+        rows = range(len(features.windows))
+        groups = by_partition(
+            rows, lambda i: features.windows[i].asset_id, self.settings.worker.partitions
+        )
         now = datetime.now(UTC)
         return FeatureEffects(
             messages=[
-                Outbound(self.topics.features(p), encode_features(v))
-                for p, v in zip(sorted(by_partition), vectors, strict=True)
+                Outbound(self.topics.features(p), encode_features(features.vectors(part)))
+                for p, part in groups
             ],
             dead_letters=dead,
             records=len(features),
             lags_s=[(now - w.time).total_seconds() for w in features.windows],
-            vectors=vectors,
+            vectors=[features.vectors()] if len(features) else [],
         )
 
     def persist(self, conn: psycopg.Connection[Any], effects: FeatureEffects) -> None:
-        """Store every vector once (replays are skipped by the primary key)."""
+        """Store every vector once, one write per batch (replays hit the primary key)."""
         for vectors in effects.vectors:
             store.write_vectors(conn, vectors)

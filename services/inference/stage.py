@@ -16,10 +16,10 @@ import dataclasses
 import logging
 import os
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from cbm.messages import DeadLetter, FeatureVectors
 from cbm.mqtt import Inbound, Outbound
 from cbm.prediction import PredictionMessage, encode_prediction, encode_predictions
 from cbm.settings import Settings
-from cbm.topics import Topics, partition_of
+from cbm.topics import Topics, by_partition
 from cbm.worker import Effects
 from services.features.columns import FEATURE_NAMES
 from services.inference import core, store
@@ -140,15 +140,10 @@ class InferenceStage:
         effects.received_at = [received[(p.asset_id, p.time)] for p in predictions]
         # One message per prediction for outside consumers, and one frame per
         # partition for the alerter.
-        by_partition: dict[int, list[PredictionMessage]] = defaultdict(list)
-        for p in predictions:
-            by_partition[partition_of(p.asset_id, self.settings.worker.partitions)].append(p)
+        groups = by_partition(predictions, attrgetter("asset_id"), self.settings.worker.partitions)
         effects.messages = [
             Outbound(self.topics.predictions(p.asset_id), encode_prediction(p)) for p in predictions
-        ] + [
-            Outbound(self.topics.rul(part), encode_predictions(ps))
-            for part, ps in sorted(by_partition.items())
-        ]
+        ] + [Outbound(self.topics.rul(part), encode_predictions(ps)) for part, ps in groups]
         effects.records = len(predictions)
         now = datetime.now(UTC)
         effects.lags_s = [(now - p.time).total_seconds() for p in predictions]

@@ -110,7 +110,6 @@ class IngestOutput:
     temperatures: list[RawTemperature] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     tallies: dict[str, AssetTally] = field(default_factory=dict)
-    redelivered: int = 0
 
     def tally(self, asset_id: str) -> AssetTally:
         """Return the asset's tally for this batch."""
@@ -223,10 +222,9 @@ def _accept_temperature(
     _check_time(reading.time, ingest, now)
     horizon_us = round(temperature_horizon_s(ingest.temperature_max_age_s) * 1_000_000)
     track = state.track(reading.asset_id)
-    if not track.add_temperature(to_micros(reading.time), reading.temperature_c, horizon_us):
-        if not message.redelivered:
-            raise ContractError("duplicate", f"temperature at {reading.time.isoformat()} seen")
-        out.redelivered += 1
+    added = track.add_temperature(to_micros(reading.time), reading.temperature_c, horizon_us)
+    if not added and not message.redelivered:
+        raise ContractError("duplicate", f"temperature at {reading.time.isoformat()} seen")
     out.temperatures.append(reading)
     out.tally(reading.asset_id).last_received_at = reading.received_at
 
@@ -244,13 +242,12 @@ def _accept_window(
     seq_time = track.window_seqs.get(raw.seq)
     newest = track.last_time_us is None or time_us > track.last_time_us
     if seen or (seq_time is not None and not newest):
+        # A redelivery is what we may have emitted before a crash or a
+        # reconnect: emit it again; downstream writes are idempotent.
         if not message.redelivered:
             raise ContractError(
                 "duplicate", f"window at {raw.time.isoformat()} / seq {raw.seq} already accepted"
             )
-        # The broker redelivered what we may have emitted before a crash or a
-        # reconnect: emit again; downstream writes are idempotent.
-        out.redelivered += 1
     else:
         tally = out.tally(raw.asset_id)
         if newest:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import psycopg
@@ -16,7 +16,7 @@ from cbm.frames import encode_windows
 from cbm.messages import RawTemperature, Window
 from cbm.mqtt import Inbound, Outbound
 from cbm.settings import Settings
-from cbm.topics import Topics, partition_of
+from cbm.topics import Topics, by_partition
 from cbm.worker import Effects
 from services.ingest import core, store
 
@@ -85,15 +85,9 @@ class IngestStage:
             core.RawInput(m.topic, m.payload, m.received_at, redelivered=m.dup) for m in batch
         ]
         self.state, out = core.step(self.state, inputs, self.rules, now=datetime.now(UTC))
-        by_partition: dict[int, list[Window]] = defaultdict(list)
-        partitions = self.settings.worker.partitions
-        for window in out.windows:
-            by_partition[partition_of(window.asset_id, partitions)].append(window)
+        groups = by_partition(out.windows, attrgetter("asset_id"), self.settings.worker.partitions)
         return IngestEffects(
-            messages=[
-                Outbound(self.topics.windows(p), encode_windows(ws))
-                for p, ws in sorted(by_partition.items())
-            ],
+            messages=[Outbound(self.topics.windows(p), encode_windows(ws)) for p, ws in groups],
             dead_letters=out.dead_letters,
             records=len(out.windows),
             lags_s=[(w.received_at - w.time).total_seconds() for w in out.windows],
