@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cbm.settings import DatabaseSettings, Settings
+
+# What a database outage looks like to a caller: back off and try again.
+TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 
 def conninfo(settings: Settings) -> str:

@@ -26,10 +26,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from cbm import tables
-from cbm.db import open_pool
+from cbm.db import TRANSIENT_ERRORS, open_pool
 from cbm.errors import PublishRefusedError
 from cbm.messages import DeadLetter
 from cbm.metrics import WorkerMetrics
@@ -40,7 +40,6 @@ from cbm.topics import Topics
 log = logging.getLogger(__name__)
 
 EXCERPT_BYTES = 1024
-_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 _PERMANENT_ATTEMPTS = 3
 
 
@@ -211,7 +210,7 @@ class Worker(Generic[E]):
         while True:
             try:
                 return self.stage.compute(batch)
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 # A stage that reads the database while computing (state rebuilds)
                 # waits for it like a write would; nothing was emitted yet.
                 self.metrics.retries.labels(self.stage.service, "database").inc()
@@ -256,7 +255,7 @@ class Worker(Generic[E]):
             try:
                 self._write(effects, with_stage=True)
                 return effects
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 self.metrics.retries.labels(self.stage.service, "database").inc()
                 log.warning(
                     "database unavailable (%s); holding %d acks, retry in %.1fs",
@@ -303,7 +302,7 @@ class Worker(Generic[E]):
             try:
                 action()
                 return
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 self.metrics.retries.labels(self.stage.service, target).inc()
                 log.warning("%s unavailable (%s); retry in %.1fs", target, exc, delay)
             if self.stop_event.wait(delay):

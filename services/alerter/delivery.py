@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed
 
+from cbm.db import TRANSIENT_ERRORS
 from cbm.settings import Settings
 from cbm.topics import Topics
 from services.alerter import facts, store
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300.0
 _PAUSE_SLICE_S = 0.5
-_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 Publish = Callable[[str, bytes], Outcome]
 
@@ -113,7 +113,7 @@ class DeliveryLoop:
                     continue
             except PoolClosed:
                 break
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("alert delivery paused: database unavailable (%s)", exc)
                 delay = min(delay * 2, self.settings.worker.retry_max_s)
                 self._pause(delay)
@@ -213,13 +213,16 @@ class DeliveryLoop:
     def _context(self, conn: store.Conn, row: AlertRow) -> MessageContext:
         asset = self.settings.assets.resolve(row.asset_id)
         at = row.prediction_time or row.time
-        levels = facts.feature_levels(conn, row.asset_id, at)
+        # Trend and feature shift are Slack fields only: the log line and
+        # PagerDuty carry the summary, so their rows skip those queries.
+        slack = row.receiver == Receiver.SLACK
+        levels = facts.feature_levels(conn, row.asset_id, at) if slack else None
         return MessageContext(
             asset_name=asset.name or asset.id,
             site=asset.site,
             rules=self._rules_for(row.asset_id),
             grafana_url=self.settings.alerting.grafana_url,
-            trend=facts.trend(conn, row.asset_id, at, row.rul_hours),
+            trend=facts.trend(conn, row.asset_id, at, row.rul_hours) if slack else None,
             shift=None if levels is None else biggest_shift(*levels),
         )
 

@@ -41,8 +41,9 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed
 
+from cbm.db import TRANSIENT_ERRORS
 from cbm.errors import ContractError, PublishRefusedError
 from cbm.maintenance import latest_resets
 from cbm.messages import DeadLetter
@@ -70,7 +71,6 @@ from services.alerter.store import Tracked
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 _ACK_POLL_S = 1.0  # how soon a `cbm alerts ack` takes effect
 _PUBLISH_TIMEOUT_S = 10.0
 _JOIN_TIMEOUT_S = 30.0
@@ -163,25 +163,23 @@ class AlerterStage:
                 try:
                     items = decode_predictions(message.payload)
                 except ContractError as exc:
-                    effects.dead_letters.append(
-                        self._dead(message, message.payload, exc.reason, exc.detail)
-                    )
+                    effects.dead_letters.append(self._dead(message, message.payload, exc, None))
                     continue
                 for raw, item in items:
+                    if isinstance(item, ContractError):
+                        effects.dead_letters.append(
+                            self._dead(message, raw, item, _claimed_asset(raw))
+                        )
+                        continue
                     try:
-                        if isinstance(item, ContractError):
-                            raise item
                         self._step(message, item, effects)
                     except ContractError as exc:
-                        effects.dead_letters.append(
-                            self._dead(message, raw, exc.reason, exc.detail)
-                        )
+                        effects.dead_letters.append(self._dead(message, raw, exc, item.asset_id))
                     except Exception as exc:
                         # A bug on one prediction must not hold up the others' alerts.
                         log.exception("alerter failed on a prediction from %s", message.topic)
-                        effects.dead_letters.append(
-                            self._dead(message, raw, "internal_error", repr(exc))
-                        )
+                        failed = ContractError("internal_error", repr(exc)[:500])
+                        effects.dead_letters.append(self._dead(message, raw, failed, item.asset_id))
         return effects
 
     def persist(self, conn: psycopg.Connection[Any], effects: AlerterEffects) -> None:
@@ -333,21 +331,18 @@ class AlerterStage:
             top_features=self._top_features.get(notification.asset_id, ()),
         )
 
-    def _dead(self, message: Inbound, payload: bytes, reason: str, detail: str) -> DeadLetter:
+    def _dead(
+        self, message: Inbound, payload: bytes, exc: ContractError, asset_id: str | None
+    ) -> DeadLetter:
         """Return the dead letter of a whole frame, or of one prediction in it (``payload``)."""
-        log.warning("invalid prediction on %s (%s): %.200r", message.topic, reason, payload)
-        asset = None
-        with contextlib.suppress(ContractError, orjson.JSONDecodeError, AttributeError):
-            claimed = orjson.loads(payload).get("asset_id")
-            asset = validate_asset_id(claimed) if isinstance(claimed, str) else None
-        return DeadLetter(
-            stage=self.service,
-            reason=reason,
-            detail=detail[:500],
+        log.warning("invalid prediction on %s (%s): %.200r", message.topic, exc.reason, payload)
+        return DeadLetter.of(
+            self.service,
+            exc,
             topic=message.topic,
-            received_at=message.received_at,
             payload=payload,
-            asset_id=asset,
+            received_at=message.received_at,
+            asset_id=asset_id,
         )
 
     def _start_threads(self, pool: ConnectionPool) -> None:
@@ -394,7 +389,7 @@ class AlerterStage:
                     next_tick = started + alerting.tick_s
             except PoolClosed:
                 break
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("alert housekeeping skipped: database unavailable (%s)", exc)
             except Exception:
                 log.exception("alert housekeeping failed; trying again next round")
@@ -416,3 +411,11 @@ class AlerterStage:
         finally:
             timer.cancel()
         return Retry(error="MQTT broker did not acknowledge")
+
+
+def _claimed_asset(document: bytes) -> str | None:
+    """Return the valid asset id a malformed prediction names, if any."""
+    with contextlib.suppress(ContractError, orjson.JSONDecodeError, AttributeError):
+        claimed = orjson.loads(document).get("asset_id")
+        return validate_asset_id(claimed) if isinstance(claimed, str) else None
+    return None

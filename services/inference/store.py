@@ -68,7 +68,7 @@ def load_history(
     for order, limit, target in (("DESC", lookback, "recent"), ("ASC", baseline, "baseline")):
         query = ranked.format(features=_FEATURES, order=sql.SQL(order), table=table, life=_LIFE)
         for row in conn.execute(query, (assets, times, list(RESET_KINDS), limit)):
-            values = np.array([np.nan if v is None else float(str(v)) for v in row[2:]])
+            values = np.array(row[2:], dtype=np.float64)  # NULL -> NaN
             getattr(out[str(row[0])], target).append(values)
     for asset_id, time, rul, low, high in conn.execute(
         sql.SQL(
@@ -84,7 +84,7 @@ def load_history(
         history = out[str(asset_id)]
         assert isinstance(time, datetime)
         history.last_time = time
-        history.last_rul = (float(str(rul)), float(str(low)), float(str(high)))
+        history.last_rul = (float(rul), float(low), float(high))
     return out
 
 
