@@ -11,7 +11,6 @@ A request made while no alerter runs is applied when one starts.
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -22,6 +21,7 @@ from cbm.settings import Settings
 from cbm.topics import validate_asset_id
 from services.alerter.levels import Channel
 from services.alerter.state import AssetAlertState
+from services.cli import login_name
 
 _RECENT = 20
 _POLL_S = 0.2
@@ -122,7 +122,7 @@ def ack_asset(settings: Settings, args: argparse.Namespace) -> int:
     from services.alerter import queries  # noqa: PLC0415
 
     asset_id = validate_asset_id(args.asset)
-    by = args.by or getpass.getuser()
+    by = args.by or login_name()
     with connect(settings, autocommit=True) as conn:
         state, requested = queries.request_ack(conn, asset_id, by)
         if state is None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import getpass
 import math
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from cbm.settings import Settings
+from services.cli import login_name
 from services.prognostics.events import EventKind
 
 if TYPE_CHECKING:
@@ -33,8 +33,8 @@ _KINDS: Final = [k.value for k in EventKind]
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``events`` command group and the ``backtest`` verb to the ``cbm`` command."""
     from services.prognostics.backtest import DEFAULT_HORIZON_HOURS  # noqa: PLC0415
+    from services.prognostics.fleet import SimulatedFleet  # noqa: PLC0415
     from services.prognostics.results import CostModel  # noqa: PLC0415
-    from services.prognostics.simulated import SimulatedFleet  # noqa: PLC0415
 
     events = verbs.add_parser("events", help="record and list maintenance events")
     event_verbs = events.add_subparsers(title="events")
@@ -223,7 +223,7 @@ def add_event(settings: Settings, args: argparse.Namespace) -> int:
         time=at,
         kind=EventKind(args.kind),
         note=args.note,
-        recorded_by=args.by or getpass.getuser(),
+        recorded_by=args.by or login_name(),
     )
     with connect(settings, autocommit=True) as conn:
         added = store.add_event(conn, event)
@@ -267,8 +267,8 @@ def backtest(settings: Settings, args: argparse.Namespace) -> int:
     from services.alerter.config import check_overrides, rules_for  # noqa: PLC0415
     from services.prognostics import report, sources  # noqa: PLC0415
     from services.prognostics.backtest import run_backtest  # noqa: PLC0415
+    from services.prognostics.fleet import SimulatedFleet  # noqa: PLC0415
     from services.prognostics.results import CostModel  # noqa: PLC0415
-    from services.prognostics.simulated import SimulatedFleet  # noqa: PLC0415
     from services.prognostics.sweep import sweep_thresholds  # noqa: PLC0415
 
     alerting = settings.alerting

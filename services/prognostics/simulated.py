@@ -16,45 +16,22 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
 from cbm.settings import AssetsSettings, FeaturesSettings, InferenceSettings
 from services.features import core as features_core
 from services.inference import core as inference_core
+from services.prognostics.fleet import SimulatedFleet
 from services.prognostics.series import AssetSeries, PredictionPoint
 from services.simulator.asset import SimWindow
 from services.simulator.edge import asset_register, ingested
-from services.simulator.fleet import AssetSpec, make_fleet
+from services.simulator.fleet import AssetSpec
 from services.simulator.physics import simulate_fleet
 
 # Windows per features/inference call: the stages' typical micro-batch.
 BATCH_WINDOWS: Final = 256
 SIM_START: Final = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SimulatedFleet:
-    """Describe the fleet to simulate (``make_fleet`` parameters and the run's seed)."""
-
-    n_assets: int = 8
-    # Not the shipped model's training seed (7): the backtest should see new machines.
-    seed: int = 11
-    life_mean_hours: float = 200.0
-    healthy_share: float = 0.25
-    hours_per_window: float = 1.0
-    prefix: str = "bt"
-
-    def specs(self) -> list[AssetSpec]:
-        """Return the fleet's asset specs."""
-        return make_fleet(
-            self.n_assets,
-            seed=self.seed,
-            life_mean_hours=self.life_mean_hours,
-            healthy_share=self.healthy_share,
-            prefix=self.prefix,
-        )
 
 
 def simulate_series(

@@ -12,8 +12,9 @@ import psycopg
 from cbm.settings import Settings
 from services.prognostics import store
 from services.prognostics.events import EventKind
+from services.prognostics.fleet import SimulatedFleet
 from services.prognostics.series import AssetSeries, series_on_event_time
-from services.prognostics.simulated import SimulatedFleet, simulate_series
+from services.prognostics.simulated import simulate_series
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,7 +22,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -30,13 +30,11 @@ import numpy as np
 import numpy.typing as npt
 
 from cbm.bearing import BearingGeometry
+from cbm.messages import from_micros, to_micros
 from services.simulator.physics import AssetSpec, FaultMode, SimWindow
 
 FORMAT: Final = "cbm-sim-fleet"
 FORMAT_VERSION: Final = 1
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MICROSECOND: Final = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -68,7 +66,7 @@ class FleetData:
 
     def event_time(self, index: int) -> datetime:
         """Return the event time of row ``index`` as an aware UTC datetime."""
-        return _EPOCH + int(self.time[index]) * _ONE_MICROSECOND
+        return from_micros(int(self.time[index]))
 
     def window(self, index: int) -> SimWindow:
         """Rebuild row ``index`` as the window it was written from."""
@@ -128,7 +126,7 @@ def write_fleet(
     }
     arrays: dict[str, Any] = {
         "asset_id": np.array([row.asset_id for row in rows], dtype="<U64"),
-        "time": np.array([(row.time - _EPOCH) // _ONE_MICROSECOND for row in rows], np.int64),
+        "time": np.array([to_micros(row.time) for row in rows], np.int64),
         "seq": np.array([row.seq for row in rows], dtype=np.int64),
         "samples": samples,
         "n_samples": lengths,

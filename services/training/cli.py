@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from cbm.errors import SettingsError
 from cbm.settings import Settings
+from services.cli import login_name
 from services.training import arguments, defaults
 
 if TYPE_CHECKING:
@@ -117,8 +118,6 @@ def run_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
 def run_retrain(settings: Settings, args: argparse.Namespace) -> int:
     """Retrain and decide as the arguments say; return the exit status (0 promoted or not)."""
-    import getpass  # noqa: PLC0415
-
     from services.training.dataset import FleetConfig  # noqa: PLC0415
     from services.training.network import NetworkConfig  # noqa: PLC0415
     from services.training.preparation import TrainConfig  # noqa: PLC0415
@@ -138,7 +137,7 @@ def run_retrain(settings: Settings, args: argparse.Namespace) -> int:
         ),
         metric=Metric(args.metric),
         shuffled_target=args.shuffled_target,
-        by=args.by or _login_name(getpass.getuser),
+        by=args.by or login_name(),
         shadow=args.shadow,
     )
     retrain(
@@ -150,11 +149,3 @@ def run_retrain(settings: Settings, args: argparse.Namespace) -> int:
         out=sys.stdout,
     )
     return 0
-
-
-def _login_name(getuser: Callable[[], str]) -> str:
-    """Return the login name, or "unknown" where there is none (a bare container)."""
-    try:
-        return getuser()
-    except (KeyError, OSError):
-        return "unknown"

@@ -172,6 +172,13 @@ def retrain(
     started = read_clock()
     models_dir = Path(models_dir)
     current = _load_current(models_dir)
+    # Before any data is read: a refusal should not cost the dataset.
+    if current is not None and current.cap_hours != config.train.cap_hours:
+        raise ModelError(
+            f"the current model {current.version} caps RUL at {current.cap_hours:g} h, the "
+            f"candidate at {config.train.cap_hours:g} h: their errors are not comparable; "
+            "promote by hand with `cbm train --promote`"
+        )
     table = load_table(config.train, features, out=out, connect=connect)
     prepared = prepare_data(table, config.train)
     assets = held_out_assets(prepared.split, table.meta, current.meta if current else None)
@@ -179,12 +186,6 @@ def retrain(
         raise ModelError(
             "every test asset of the candidate was seen by the current model in training; "
             "retrain on another fleet (--seed or --simulate) or once more failures are recorded"
-        )
-    if current is not None and current.cap_hours != config.train.cap_hours:
-        raise ModelError(
-            f"the current model {current.version} caps RUL at {current.cap_hours:g} h, the "
-            f"candidate at {config.train.cap_hours:g} h: their errors are not comparable; "
-            "promote by hand with `cbm train --promote`"
         )
     version = fit_candidate(
         prepared,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import math
 from datetime import UTC, datetime
 from typing import Any
 
 from cbm.settings import Settings
+from services.cli import login_name
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,6 +97,7 @@ def _promote(settings: Settings, args: argparse.Namespace) -> int:
         )
         print(f"{version} stays in shadow: {why}. Use --force to promote on judgement.")
         return 1
+    by = args.by or login_name()
     before = shadow.promote(settings.inference.models_dir, version)
     outcome = Outcome(
         decision=Decision.PROMOTED,
@@ -109,7 +110,6 @@ def _promote(settings: Settings, args: argparse.Namespace) -> int:
         report_path=None,
         recorded=False,
     )
-    by = args.by or getpass.getuser()
     recorded = record_decision(lambda: connect(settings), outcome, datetime.now(UTC), by)
     print(
         f"{version} is live (was {before}); the inference stage switches within"

@@ -14,7 +14,8 @@ from services.alerter.config import rules_for
 from services.alerter.levels import Level
 from services.inference.model import RulModel
 from services.prognostics.backtest import run_backtest
-from services.prognostics.simulated import SIM_START, SimulatedFleet, simulate_series
+from services.prognostics.fleet import SimulatedFleet
+from services.prognostics.simulated import SIM_START, simulate_series
 from services.simulator.physics import simulate_fleet
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
