@@ -3,9 +3,10 @@
 ``models/SHADOW`` names the candidate; the inference stage runs it on every
 batch and writes its rows to ``shadow_prediction`` (never published, so it
 cannot alert). :func:`compare` pairs those rows with the live model's rows of
-the same asset and time and scores both the same ways: RMSE against the
-recorded failures (for rows whose next failure is known) and a backtest of
-the alert rules (warned failures, false alarms, lead time). Promotion moves
+the same asset and time and scores both the same ways: RMSE against the true
+RUL as training labels it (``history.label_lives``: rows of a life that ended
+in a recorded failure) and a backtest of the alert rules (warned failures,
+false alarms, lead time). Promotion moves
 ``models/CURRENT`` (the running stage switches by itself) and is recorded in
 ``model_promotion`` like every decision of ``cbm retrain``.
 """
@@ -25,6 +26,7 @@ from psycopg import sql
 
 from cbm import tables
 from cbm.errors import ModelError
+from cbm.messages import to_micros
 from services.alerter.policy import AlertRules
 from services.inference.model import (
     CURRENT_FILE,
@@ -37,6 +39,7 @@ from services.prognostics.backtest import run_backtest
 from services.prognostics.results import Backtest
 from services.prognostics.series import series_on_event_time
 from services.training.artifact import set_pointer
+from services.training.history import label_lives, read_events
 
 # A side's rows: (time, rul, low, high, anomaly, running), the backtest's shape.
 Row = tuple[datetime, float, float, float, float, bool]
@@ -132,6 +135,16 @@ def compare(
             live_versions.add(str(live_version))
     times = [row[0] for rows in live.values() for row in rows]
     origin = min(times) if times else None
+    # The true RUL of a row as training labels it: the time to the failure that
+    # ends its life; a repair or replacement first leaves it unknown (inf).
+    ordered = sorted(live)
+    truth = label_lives(
+        np.array([a for a in ordered for _ in live[a]]),
+        np.array([to_micros(row[0]) for a in ordered for row in live[a]], dtype=np.int64),
+        read_events(conn),
+        hours_per_second=hours_per_second,
+    ).rul_hours
+    scored_rows = np.isfinite(truth) & (truth <= cap_hours)
     sides = []
     for name, rows_of in ((", ".join(sorted(live_versions)) or "none", live), (version, shadow)):
         series = [
@@ -145,16 +158,12 @@ def compare(
             for asset, rows in sorted(rows_of.items())
             if origin is not None
         ]
-        errors = [
-            p.rul_hours - truth
-            for s in series
-            for p in s.points
-            if (truth := _true_rul(p.hours, s.failures)) is not None and truth <= cap_hours
-        ]
-        rmse = float(np.sqrt(np.mean(np.square(errors)))) if errors else math.nan
+        predicted = np.array([row[1] for a in ordered for row in rows_of[a]])
+        errors = (predicted - truth)[scored_rows]
+        rmse = float(np.sqrt(np.mean(np.square(errors)))) if errors.size else math.nan
         result = run_backtest(series, rules, overrides=overrides)
-        sides.append((Side(version=name, rmse=rmse, backtest=result), len(errors)))
-    (live_side, scored), (shadow_side, _) = sides
+        sides.append(Side(version=name, rmse=rmse, backtest=result))
+    live_side, shadow_side = sides
     diffs = [
         abs(a[1] - b[1])
         for asset in live
@@ -166,7 +175,7 @@ def compare(
         assets=len(live),
         first=origin,
         last=max(times) if times else None,
-        scored=scored,
+        scored=int(scored_rows.sum()),
         mean_abs_diff_hours=float(np.mean(diffs)) if diffs else math.nan,
         live=live_side,
         shadow=shadow_side,
@@ -204,8 +213,3 @@ def caps(models_dir: Path, *versions: str) -> float:
 def _row(time: datetime, values: Sequence[Any]) -> Row:
     rul, low, high, anomaly, running = values
     return (time, float(rul), float(low), float(high), float(anomaly), bool(running))
-
-
-def _true_rul(hours: float, failures: Sequence[float]) -> float | None:
-    later = [f for f in failures if f >= hours]
-    return min(later) - hours if later else None

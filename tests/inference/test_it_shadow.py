@@ -17,14 +17,17 @@ from cbm.db import open_pool
 from cbm.errors import ModelError
 from cbm.messages import FeatureVectors, from_micros
 from cbm.prediction import PredictionMessage, decode_prediction, decode_predictions
+from services.alerter.policy import AlertRules
 from services.features.extract import FEATURE_NAMES, FEATURE_SET_VERSION
 from services.features.store import write_vectors
 from services.inference import core
 from services.inference.model import RulModel, content_version, current_version
 from services.inference.stage import InferenceStage
+from services.prognostics.backtest import run_backtest
 from services.training import shadow_cli
 from services.training.artifact import set_pointer
 from services.training.dataset import FeatureTable, FleetConfig, simulate_table
+from services.training.shadow import Comparison, Side
 from tests.support.inference import run_batch, step
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -174,3 +177,39 @@ def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
         assert stage.shadow is None
     finally:
         pool.close()
+
+
+def test_promote_keeps_a_shadow_that_is_not_better_unless_forced(
+    make_settings, db: psycopg.Connection[Any], tmp_path, capsys, monkeypatch
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(MODELS, models)
+    live = current_version(models)
+    candidate = variant(models, live, std_factor=2.0)
+    settings = make_settings(inference={"models_dir": str(models)})
+    assert shadow_command(settings, "start", candidate) == 0
+
+    def scored(rmse: float, version: str) -> Side:
+        return Side(version=version, rmse=rmse, backtest=run_backtest([], AlertRules()))
+
+    worse = Comparison(
+        pairs=10,
+        assets=1,
+        first=None,
+        last=None,
+        scored=10,
+        mean_abs_diff_hours=1.0,
+        live=scored(5.0, live),
+        shadow=scored(6.0, candidate),
+    )
+    monkeypatch.setattr(shadow_cli, "_compare", lambda *_: (candidate, worse))
+    capsys.readouterr()
+    assert shadow_command(settings, "promote", "--by", "pytest") == 1
+    assert "stays in shadow: RMSE 6.00 h is not below 5.00 h" in capsys.readouterr().out
+    assert current_version(models) == live and (models / "SHADOW").exists()
+    assert db.execute("SELECT count(*) FROM model_promotion").fetchone()[0] == 0
+
+    assert shadow_command(settings, "promote", "--by", "pytest", "--force") == 0
+    assert current_version(models) == candidate and not (models / "SHADOW").exists()
+    (row,) = db.execute("SELECT decision, decided_by, report FROM model_promotion").fetchall()
+    assert row[:2] == ("promoted", "pytest") and row[2]["forced"] is True
