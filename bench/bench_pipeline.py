@@ -35,13 +35,11 @@ import argparse
 import contextlib
 import multiprocessing as mp
 import os
-import shutil
 import statistics
 import tempfile
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from multiprocessing.sharedctypes import Synchronized
@@ -53,9 +51,8 @@ import paho.mqtt.client as paho
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from bench.harness import bare_hop
+from bench.harness import bare_hop, services
 from cbm import tables
-from cbm.migrate import migrate
 from cbm.rawcodec import BINARY_VERSION, VIBRATION_HEADER, VIBRATION_MAGIC
 from cbm.settings import Settings, from_mapping
 from cbm.topics import Topics
@@ -68,7 +65,7 @@ from services.ingest.core import IngestState
 from services.simulator.fleet import make_fleet
 from services.simulator.physics import simulate_fleet
 from tests.support.pipeline import RECORD_KINDS, STAGES, Pipeline, metrics_ports
-from tests.support.services import Broker, broker_workdir, find_postgres, free_port
+from tests.support.services import Broker
 
 RATE_HZ = 5000.0
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -77,30 +74,6 @@ _BASE = "bench/pipe"
 
 
 # -- services -------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def services(broker_conf: str = "") -> Iterator[tuple[Broker, str]]:
-    """Start a private Mosquitto (persistence on) and create a migrated scratch database.
-
-    ``broker_conf`` adds lines to the project's broker config (to try an option).
-    """
-    workdir = broker_workdir()  # writable by the broker's own user: persistence works
-    broker = Broker("127.0.0.1", free_port(), workdir=workdir, extra_conf=broker_conf)
-    broker.start()
-    pg = find_postgres()
-    name = f"cbm_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg.admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        with psycopg.connect(pg.url_for(name), autocommit=True) as conn:
-            migrate(conn)
-        yield broker, pg.url_for(name)
-    finally:
-        broker.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-        with psycopg.connect(pg.admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def healthy_blocks(n: int = 32) -> list[bytes]:
@@ -478,7 +451,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.batch_ms is not None:
         worker["batch_ms"] = args.batch_ms
     blocks = healthy_blocks()
-    with services() as (broker, db_url):
+    with services() as svc:
+        broker, db_url = svc.broker, svc.db_url
         hop_messages = [
             (f"hop/raw/m{i % args.assets:05d}/vibration", window(blocks, i, 0, i))
             for i in range(args.hop_windows)

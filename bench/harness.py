@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import paho.mqtt.client as paho
 import psycopg
@@ -18,7 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cbm.migrate import migrate
-from tests.support.services import Broker, find_postgres, start_broker
+from tests.support.services import Broker, broker_workdir, find_postgres, start_broker
 
 
 @dataclass
@@ -31,21 +30,22 @@ class Services:
 
 @contextlib.contextmanager
 def services() -> Iterator[Services]:
-    """Start a private Mosquitto and create a migrated scratch database."""
-    with tempfile.TemporaryDirectory(prefix="cbm-bench-") as tmp:
-        broker = start_broker(Path(tmp))
-        pg = find_postgres()
-        name = f"cbm_bench_{uuid.uuid4().hex[:8]}"
+    """Start a private Mosquitto (the project's config) and create a migrated scratch database."""
+    workdir = broker_workdir()  # writable by the broker's own user: persistence works
+    broker = start_broker(workdir)
+    pg = find_postgres()
+    name = f"cbm_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(pg.url_for(name), autocommit=True) as conn:
+            migrate(conn)
+        yield Services(broker, pg.url_for(name))
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
         with psycopg.connect(pg.admin_url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            with psycopg.connect(pg.url_for(name), autocommit=True) as conn:
-                migrate(conn)
-            yield Services(broker, pg.url_for(name))
-        finally:
-            broker.stop()
-            with psycopg.connect(pg.admin_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def client(broker: Broker, client_id: str, *, manual_ack: bool = False) -> paho.Client:

@@ -12,6 +12,7 @@ import pytest
 
 from cbm.migrate import migrate
 from cbm.settings import Settings, from_mapping
+from tests.support.receiver import PROXY_VARIABLES, Receiver
 from tests.support.services import Broker, Postgres, find_postgres, start_broker
 
 
@@ -93,3 +94,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).name.startswith("test_it_"):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    """A local HTTP server answering as Slack and PagerDuty do.
+
+    slack-sdk reads HTTP(S)_PROXY and ignores NO_PROXY, and workers started by
+    a test inherit its environment: a proxy would swallow the requests meant
+    for this server, so the proxy variables go for the test's duration.
+    """
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    r = Receiver()
+    yield r
+    r.close()

@@ -10,27 +10,12 @@ import pytest
 
 from cbm.settings import Settings
 from tests.support.pipeline import Pipeline, metrics_ports
-from tests.support.receiver import PROXY_VARIABLES, Receiver
+from tests.support.receiver import Receiver
 from tests.support.services import ROOT
 
 MODELS = ROOT / "models"
 SettingsFactory = Callable[..., Settings]
 PipelineFactory = Callable[[Settings], Pipeline]
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # slack-sdk reads HTTP(S)_PROXY and ignores NO_PROXY; the workers inherit
-    # this process's environment.
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -31,9 +31,6 @@ CBM_IMAGE = "cbm-pipeline:local"
 CBM_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image") == CBM_IMAGE}
 WORKERS = {"ingest", "features", "inference", "alerter"}
 ONE_SHOTS = {"migrate", "grafana-db-user", "simulator"}
-# `cbm` verbs the stack runs that services/cli.py does not register yet; the
-# lead wires them in (then the last test here asks to empty this set).
-PENDING_VERBS: set[tuple[str, str]] = set()
 _REFERENCE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 
@@ -95,8 +92,6 @@ def test_the_stack_has_its_services() -> None:
 @pytest.mark.parametrize("name", sorted(CBM_SERVICES))
 def test_every_cbm_command_is_a_real_verb(name: str) -> None:
     argv = command(CBM_SERVICES[name])
-    if tuple(argv[:2]) in PENDING_VERBS:
-        pytest.skip(f"`cbm {' '.join(argv[:2])}` is not wired into services/cli.py yet")
     args = _parser().parse_args(argv)
     assert hasattr(args, "handler"), argv
 
@@ -221,14 +216,3 @@ def test_dockerfile_builds_a_non_root_cbm_image() -> None:
     ]
     assert {".env", "mosquitto", ".venv", ".git"} <= set(ignored), "secrets stay out"
     assert not copied & set(ignored), "the Dockerfile copies something .dockerignore drops"
-
-
-def test_pending_verbs_are_still_pending() -> None:
-    wired = set()
-    for verb in PENDING_VERBS:
-        try:
-            _parser().parse_args(list(verb) + (["--url", "x"] if verb[0] == "grafana" else []))
-        except SystemExit:
-            continue
-        wired.add(verb)
-    assert not wired, f"now wired in services/cli.py: remove {sorted(wired)} from PENDING_VERBS"

@@ -59,7 +59,6 @@ class Broker:
     host: str
     port: int
     workdir: Path | None = None
-    extra_conf: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -79,7 +78,6 @@ class Broker:
             + f"\npersistence_location {self.workdir}/\n"
             + f"log_dest file {self.workdir}/mosquitto.log\n"
             + f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            + self.extra_conf
         )
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.process = subprocess.Popen(
