@@ -31,10 +31,16 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from cbm.settings import AlertingSettings
 from services.alerter.levels import Channel, Level
 from services.alerter.state import AssetAlertState, ChannelState
 
-THRESHOLDS = ((Level.WARNING, 50.0), (Level.CRITICAL, 20.0), (Level.EMERGENCY, 5.0))
+_ALERTING = AlertingSettings()  # the default thresholds the dashboards draw
+THRESHOLDS = (
+    (Level.WARNING, _ALERTING.warning_hours),
+    (Level.CRITICAL, _ALERTING.critical_hours),
+    (Level.EMERGENCY, _ALERTING.emergency_hours),
+)
 SITES = ("north-hall", "south-hall", "east-yard")
 REASONS = ("bad_json", "missing_field", "non_finite", "duplicate", "stale_timestamp", "bad_frame")
 MODEL_VERSION = "lstm-2024.06.1"
@@ -63,15 +69,6 @@ def final_rul(index: int) -> float:
     """Return the RUL (hours) asset number ``index`` ends with."""
     fixed = {0: 3.0, 1: 12.0, 2: 35.0, 3: 45.0}
     return fixed.get(index % 10, 80.0 + (index * 37) % 700)
-
-
-def level_for(rul: float) -> Level:
-    """Return the RUL channel's level for a RUL in hours (default thresholds)."""
-    level = Level.OK
-    for candidate, hours in THRESHOLDS:
-        if rul < hours:
-            level = candidate
-    return level
 
 
 def seed_fleet(

@@ -44,7 +44,6 @@ class Reply:
 OK = Reply(200, "ok")
 SERVER_ERROR = Reply(500, "internal_error")
 NO_SERVICE = Reply(404, "no_service")
-INVALID_PAYLOAD = Reply(400, "invalid_payload")
 
 
 def rate_limited(retry_after: float = 1) -> Reply:

@@ -42,10 +42,6 @@ class StreamTally:
     """What the stream published; ``windows`` holds only broker-acknowledged good windows."""
 
     windows: list[Acked] = field(default_factory=list)
-    temperatures: int = 0
-    published: int = 0
-    unacked: int = 0
-    last_window: dict[str, datetime] = field(default_factory=dict)
     failed_assets: set[str] = field(default_factory=set)
 
     @property
@@ -107,7 +103,6 @@ class FleetStream:
         assert self.error is None, f"the fleet stream failed: {self.error!r}"
         with self._lock:
             done = self._lock.wait_for(lambda: not self._pending, timeout)
-            self.tally.unacked = len(self._pending)
         assert done, f"{len(self._pending)} publishes never acknowledged by the broker"
         self._client.disconnect()
         self._client.loop_stop()
@@ -155,7 +150,6 @@ class FleetStream:
             # publish() needs too. An acknowledgement can thus come first.
             info = self._client.publish(message.topic, message.payload, qos=1)
             with self._lock:
-                self.tally.published += 1
                 acked_at = self._early.pop(info.mid, None)
                 if acked_at is None:
                     self._pending[info.mid] = message
@@ -176,12 +170,7 @@ class FleetStream:
 
     def _count(self, message: EdgeMessage, acked_at: float) -> None:
         tally = self.tally
-        if message.kind == "temperature":
-            tally.temperatures += 1
-        elif message.kind == "window" and message.window is not None:
+        if message.kind == "window" and message.window is not None:
             tally.windows.append(Acked(message.asset_id, message.time, acked_at))
-            last = tally.last_window.get(message.asset_id)
-            if last is None or message.time > last:
-                tally.last_window[message.asset_id] = message.time
             if message.window.failed:
                 tally.failed_assets.add(message.asset_id)
