@@ -215,3 +215,62 @@ def test_kill_9_before_ack_loses_nothing(make_settings, broker, db_url, tmp_path
             assert worker.terminate() == 0, worker.output()
         pub.close()
         rec.close()
+
+
+def test_batch_the_database_refuses_is_dead_lettered_whole_and_later_batches_flow(
+    make_settings, broker, db
+) -> None:
+    """A permanent store error: the batch goes to dead letters with its full payload, no loss."""
+    db.execute(
+        """CREATE FUNCTION refuse_pump_9() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             IF NEW.asset_id = 'pump-9' THEN RAISE EXCEPTION 'pump-9 is refused here'; END IF;
+             RETURN NEW;
+           END $$"""
+    )
+    db.execute(
+        "CREATE TRIGGER refuse_pump_9 BEFORE INSERT ON ingest_window "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_pump_9()"
+    )
+    settings = make_settings(worker={"batch_max": 1, "retry_initial_s": 0.05})
+    topics = Topics(settings.base_topic)
+    rec = Recorder(
+        broker.host,
+        broker.port,
+        topics.stage_filter("windows"),
+        f"{settings.base_topic}/deadletter/+",
+    )
+    worker = ThreadWorker(settings, "ingest")
+    pub = Publisher(broker.host, broker.port)
+    t0 = datetime.now(UTC) - timedelta(minutes=1)
+    refused = vibration(1, t0)
+    try:
+        pub.send(
+            [
+                (topics.raw("pump-8", "vibration"), vibration(1, t0)),
+                (topics.raw("pump-9", "vibration"), refused),
+                (topics.raw("pump-8", "vibration"), vibration(2, t0 + timedelta(seconds=1))),
+            ]
+        )
+        eventually(
+            lambda: (
+                windows_seen(rec, settings.base_topic)
+                == [("pump-8", t0), ("pump-8", t0 + timedelta(seconds=1))]
+            ),
+            message="the good windows on both sides of the refused one",
+        )
+        dead = eventually(lambda: rec.on(topics.deadletter("ingest")), message="dead letter")
+        doc = orjson.loads(dead[0].payload)
+        assert (doc["reason"], doc["topic"]) == ("store_error", topics.raw("pump-9", "vibration"))
+        assert "pump-9 is refused here" in doc["detail"]
+        assert db.execute("SELECT reason, payload_excerpt FROM dead_letter").fetchall() == [
+            ("store_error", refused)
+        ]
+        assert db.execute(
+            "SELECT asset_id, count(*) FROM ingest_window GROUP BY asset_id"
+        ).fetchall() == [("pump-8", 2)]
+        assert worker.thread.is_alive()
+    finally:
+        worker.stop()
+        pub.close()
+        rec.close()
