@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -31,8 +34,17 @@ def connect(
     )
 
 
-def open_pool(settings: Settings, *, name: str) -> ConnectionPool:
+def open_pool(
+    settings: Settings,
+    *,
+    name: str,
+    configure: Callable[[psycopg.Connection[Any]], None] | None = None,
+) -> ConnectionPool:
     """Open a pool whose connections are checked before each use.
+
+    ``configure`` runs once on every new connection (and must leave it idle,
+    i.e. commit what it did): the place for per-session setup such as a
+    staging table, instead of repeating it in every transaction.
 
     ``open=True`` waits for the first connection only up to ``timeout``; when
     the database is down the worker starts anyway and its writes retry.
@@ -52,6 +64,7 @@ def open_pool(settings: Settings, *, name: str) -> ConnectionPool:
         max_size=max(db.pool_min, db.pool_max),
         kwargs={"options": _options(db), "application_name": f"cbm-{name}"},
         check=ConnectionPool.check_connection,
+        configure=configure,
         timeout=settings.worker.retry_max_s,
         reconnect_timeout=settings.worker.retry_max_s,
         name=name,

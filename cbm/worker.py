@@ -148,7 +148,11 @@ class Worker(Generic[E]):
         worker = self.settings.worker
         self.metrics.serve(worker.metrics_host, worker.metrics_ports.get(self.stage.service, 0))
         if self.stage.uses_database and self._pool is None:
-            self._pool = open_pool(self.settings, name=self.stage.service)
+            self._pool = open_pool(
+                self.settings,
+                name=self.stage.service,
+                configure=getattr(self.stage, "configure_connection", None),
+            )
             self._owns_pool = True
         self._retry("database", lambda: self.stage.prepare(self._pool))
         self.link.start()

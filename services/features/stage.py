@@ -53,6 +53,10 @@ class FeaturesStage:
         """Return the filter of every windows partition."""
         return (self.topics.stage_filter("windows"),)
 
+    def configure_connection(self, conn: psycopg.Connection[Any]) -> None:
+        """Set up each new pool connection once (its staging table)."""
+        store.create_staging(conn)
+
     def prepare(self, pool: ConnectionPool | None) -> None:
         """Reload each asset's recent temperatures so the trend columns continue."""
         assert pool is not None
