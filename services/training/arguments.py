@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from services.argtypes import count, fleet_size, non_negative_count, open_share, positive, share
 from services.training import defaults
 
 DEFAULT_REPORT_DIR = Path("reports")
@@ -38,7 +39,7 @@ def add_train(
     )
     source.add_argument(
         "--assets",
-        type=int,
+        type=fleet_size,
         default=defaults.FLEET_ASSETS,
         help="simulated assets (default: %(default)s)",
     )
@@ -57,42 +58,42 @@ def add_train(
     )
     train.add_argument(
         "--life-mean-hours",
-        type=float,
+        type=positive,
         default=defaults.LIFE_MEAN_HOURS,
         help="mean operating life of a simulated asset (default: %(default)s)",
     )
     train.add_argument(
         "--healthy-share",
-        type=float,
+        type=share,
         default=defaults.HEALTHY_SHARE,
         help="share of never-failing assets (default: %(default)s)",
     )
     train.add_argument(
         "--cap-hours",
-        type=float,
+        type=positive,
         default=defaults.CAP_HOURS,
         help="RUL target cap in hours (default: %(default)s)",
     )
     train.add_argument(
         "--lookback",
-        type=int,
+        type=count,
         default=defaults.LOOKBACK,
         help="feature vectors per sequence (default: %(default)s)",
     )
     train.add_argument(
         "--coverage",
-        type=float,
+        type=open_share,
         default=defaults.COVERAGE,
         help="target coverage of the interval (default: %(default)s)",
     )
     train.add_argument(
         "--epochs",
-        type=int,
+        type=count,
         default=defaults.MAX_EPOCHS,
         help="maximum epochs; early stopping ends sooner (default: %(default)s)",
     )
     train.add_argument(
-        "--units", type=int, default=defaults.UNITS, help="LSTM units (default: %(default)s)"
+        "--units", type=count, default=defaults.UNITS, help="LSTM units (default: %(default)s)"
     )
     train.add_argument(
         "--network-seed",
@@ -169,7 +170,7 @@ def add_retrain(
     source = retrain.add_mutually_exclusive_group()
     source.add_argument(
         "--simulate",
-        type=int,
+        type=fleet_size,
         default=None,
         metavar="N",
         help=f"train on a simulated fleet of N assets (default: {defaults.FLEET_ASSETS})",
@@ -188,7 +189,7 @@ def add_retrain(
     )
     retrain.add_argument(
         "--epochs",
-        type=int,
+        type=count,
         default=defaults.MAX_EPOCHS,
         help="maximum epochs; early stopping ends sooner (default: %(default)s)",
     )
@@ -230,14 +231,14 @@ def _add_history_options(parser: argparse.ArgumentParser) -> None:
     history = parser.add_argument_group("with --from-db")
     history.add_argument(
         "--with-simulated",
-        type=int,
+        type=non_negative_count,
         default=0,
         metavar="N",
         help="add N simulated assets (seed --seed) to the recorded lives (default: 0)",
     )
     history.add_argument(
         "--speedup",
-        type=float,
+        type=positive,
         default=None,
         help="the live simulator's --speedup the history was recorded at: RUL hours per "
         "hour of event time (default: 1, a real plant)",

@@ -131,7 +131,10 @@ def run_retrain(settings: Settings, args: argparse.Namespace) -> int:
         )
     config = RetrainConfig(
         train=TrainConfig(
-            fleet=FleetConfig(n_assets=args.simulate or defaults.FLEET_ASSETS, seed=args.seed),
+            fleet=FleetConfig(
+                n_assets=defaults.FLEET_ASSETS if args.simulate is None else args.simulate,
+                seed=args.seed,
+            ),
             history=history_config(args),
             network=NetworkConfig(max_epochs=args.epochs),
         ),
