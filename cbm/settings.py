@@ -231,7 +231,9 @@ class AlertingSettings(_Frozen):
     tick_s: float = Field(30.0, gt=0)
     overrides: dict[str, ThresholdOverride] = Field(default_factory=dict)
     grafana_url: str = "http://localhost:3000"
-    slack_channel: str | None = None  # with CBM_SLACK_BOT_TOKEN: Web API, resolves edit in place
+    # With CBM_SLACK_BOT_TOKEN: Web API, resolves edit in place. Never blank, so
+    # alert routing and the senders agree on whether Slack is configured.
+    slack_channel: str | None = Field(None, pattern=r"^\S+$")
     slack_api_url: str = "https://slack.com/api/"
     pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
     delivery_interval_s: float = Field(1.0, gt=0)

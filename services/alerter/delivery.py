@@ -66,7 +66,7 @@ def senders_from_settings(settings: Settings, *, mqtt: Publish | None = None) ->
     webhook = api = pagerduty = None
     if secrets.slack_webhook_url is not None:
         webhook = SlackWebhook(secrets.slack_webhook_url.get_secret_value())
-    if secrets.slack_bot_token is not None and alerting.slack_channel:
+    if secrets.slack_bot_token is not None and alerting.slack_channel is not None:
         api = SlackWebApi(
             secrets.slack_bot_token.get_secret_value(),
             alerting.slack_channel,

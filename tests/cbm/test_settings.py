@@ -58,6 +58,7 @@ def test_config_path_comes_from_cbm_config(tmp_path: Path) -> None:
         ("", {"CBM_WORKER__BATCH_MAX": "lots"}, "worker.batch_max"),
         ("", {"CBM_NOPE": "1"}, "CBM_NOPE"),
         ("secrets:\n  database_password: x\n", {}, "secrets"),
+        ("alerting:\n  slack_channel: ''\n", {}, "alerting.slack_channel"),
         ("- a list\n", {}, "mapping"),
         ("mqtt: [unclosed\n", {}, "not valid YAML"),
     ],
