@@ -15,7 +15,7 @@ from typing import Any
 
 # module -> (full-size argv, smoke-size argv)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
-    "bench.bench_ingest": (["--windows", "20000"], ["--windows", "300"]),
+    "bench.bench_ingest": (["--windows", "20000"], ["--windows", "300", "--rounds", "1"]),
     "bench.bench_features_compute": (["--windows", "20000"], ["--windows", "400"]),
     "bench.bench_features_stage": (["--windows", "20000"], ["--windows", "500"]),
     "bench.bench_model": (
