@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -108,6 +109,20 @@ class DeadLetter:
             payload=payload,
             asset_id=asset_id,
         )
+
+    def document(self, excerpt_bytes: int) -> dict[str, object]:
+        """Return the JSON document published on ``{base}/deadletter/{stage}``."""
+        return {
+            "schema_version": 1,
+            "stage": self.stage,
+            "reason": self.reason,
+            "detail": self.detail,
+            "topic": self.topic,
+            "asset_id": self.asset_id,
+            "received_at": self.received_at.isoformat(),
+            "payload_size": len(self.payload),
+            "payload_excerpt_b64": base64.b64encode(self.payload[:excerpt_bytes]).decode(),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

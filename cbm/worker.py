@@ -18,7 +18,6 @@ order the inputs came, and a batch that never finishes is never acked.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import queue
@@ -396,37 +395,31 @@ class Worker(Generic[E]):
         )
 
     def _dead_letter_message(self, dead: DeadLetter) -> Outbound:
-        doc = {
-            "schema_version": 1,
-            "stage": dead.stage,
-            "reason": dead.reason,
-            "detail": dead.detail,
-            "topic": dead.topic,
-            "asset_id": dead.asset_id,
-            "received_at": dead.received_at.isoformat(),
-            "payload_size": len(dead.payload),
-            "payload_excerpt_b64": base64.b64encode(dead.payload[:EXCERPT_BYTES]).decode(),
-        }
+        doc = dead.document(EXCERPT_BYTES)
         return Outbound(self.topics.deadletter(dead.stage), orjson.dumps(doc))
 
     def _status(self, state: str, detail: str) -> bytes:
-        return orjson.dumps(
-            {
-                "service": self.stage.service,
-                "instance": self.settings.worker.instance,
-                "state": state,
-                "detail": detail,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "time": datetime.now(UTC).isoformat(),
-            }
-        )
+        doc = status_document(self.stage.service, self.settings.worker.instance, state, detail)
+        return orjson.dumps(doc)
 
     def _announce(self) -> None:
         # Called from paho's thread on every (re)connect: do not wait for the ack.
         self.link.publish_nowait(
             Outbound(self._status_topic, self._status("online", "running"), retain=True)
         )
+
+
+def status_document(service: str, instance: str, state: str, detail: str) -> dict[str, object]:
+    """Return the retained document of ``{base}/status/{service}``."""
+    return {
+        "service": service,
+        "instance": instance,
+        "state": state,
+        "detail": detail,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "time": datetime.now(UTC).isoformat(),
+    }
 
 
 def _insert_dead_letters(conn: psycopg.Connection[Any], letters: Sequence[DeadLetter]) -> None:

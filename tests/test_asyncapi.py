@@ -7,14 +7,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 import yaml
 
+from cbm.errors import ContractError
 from cbm.frames import decode_features, decode_windows
+from cbm.messages import DeadLetter
 from cbm.prediction import PredictionMessage, decode_prediction, decode_predictions
 from cbm.rawcodec import decode_temperature, decode_vibration
 from cbm.topics import Topics
+from cbm.worker import EXCERPT_BYTES, status_document
 
 DOC = yaml.safe_load((Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml").read_text())
 NOW = datetime(2026, 12, 4, 10, 0, 1, tzinfo=UTC)
@@ -69,11 +73,19 @@ def _check_alert(raw: bytes) -> None:
 
 def _check_dead_letter(raw: bytes) -> None:
     doc = orjson.loads(raw)
-    assert doc["reason"] and base64.b64decode(doc["payload_excerpt_b64"])
+    _conforms(doc, "deadLetter")
+    assert base64.b64decode(doc["payload_excerpt_b64"])
 
 
 def _check_status(raw: bytes) -> None:
-    assert orjson.loads(raw)["state"] in ("online", "offline")
+    _conforms(orjson.loads(raw), "status")
+
+
+def _conforms(doc: dict[str, Any], message: str) -> None:
+    """``doc`` matches the documented schema and has no key the schema does not name."""
+    schema = DOC["components"]["messages"][message]["payload"]
+    jsonschema.validate(doc, schema, format_checker=jsonschema.FormatChecker())
+    assert set(doc) <= set(schema["properties"]), set(doc) - set(schema["properties"])
 
 
 DECODERS = {
@@ -126,3 +138,22 @@ def test_channel_addresses_are_the_ones_the_code_builds() -> None:
         )
         assert documented == address, name
     assert set(channels) >= set(built)
+
+
+def test_the_workers_json_documents_match_the_documented_schemas() -> None:
+    """What the worker shell publishes (not only the examples) conforms to the document."""
+    dead = DeadLetter.of(
+        "ingest",
+        ContractError("missing_field", "missing seq"),
+        topic=T.raw("pump-001", "vibration"),
+        payload=b"x" * (EXCERPT_BYTES + 10),
+        received_at=NOW,
+        asset_id="pump-001",
+    )
+    doc = orjson.loads(orjson.dumps(dead.document(EXCERPT_BYTES)))
+    _conforms(doc, "deadLetter")
+    assert doc["payload_size"] == EXCERPT_BYTES + 10
+    assert len(base64.b64decode(doc["payload_excerpt_b64"])) == EXCERPT_BYTES
+    _conforms(
+        orjson.loads(orjson.dumps(status_document("ingest", "0", "online", "running"))), "status"
+    )
