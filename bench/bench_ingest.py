@@ -59,20 +59,14 @@ def payloads(n: int, fmt: str, base: str, assets: int = 100) -> list[tuple[str, 
     return out
 
 
-def ingest_rate(
-    svc: Services, messages: list[tuple[str, bytes]], base: str, *, overlap: bool = True
-) -> float:
+def ingest_rate(svc: Services, messages: list[tuple[str, bytes]], base: str) -> float:
     """Return windows/s ingest drains from a full queue, until its DB ledger has them all."""
     settings = from_mapping(
         {
             "base_topic": base,
             "mqtt": {"host": svc.broker.host, "port": svc.broker.port},
             "database": {"url": svc.db_url},
-            "worker": {
-                "metrics_ports": {},
-                "instance": base.rsplit("/", 1)[-1][:16],
-                "overlap": overlap,
-            },
+            "worker": {"metrics_ports": {}, "instance": base.rsplit("/", 1)[-1][:16]},
         }
     )
     stage = IngestStage(settings)
@@ -121,18 +115,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--windows", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--overlap",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="worker.overlap: compute the next batch while the last one is written",
-    )
     args = parser.parse_args(argv)
-    report: dict[str, Any] = {
-        "windows": args.windows,
-        "rounds": args.rounds,
-        "overlap": args.overlap,
-    }
+    report: dict[str, Any] = {"windows": args.windows, "rounds": args.rounds}
     with services() as svc:
         for fmt in ("binary", "json"):
             hops, ingests = [], []
@@ -140,9 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 hop_base, base = f"hop{fmt}{r}", f"bench/ingest{fmt}{r}"
                 hop_msgs = payloads(args.windows, fmt, hop_base)
                 hops.append(bare_hop(svc.broker, hop_msgs, f"{hop_base}/raw/+/vibration"))
-                ingests.append(
-                    ingest_rate(svc, payloads(args.windows, fmt, base), base, overlap=args.overlap)
-                )
+                ingests.append(ingest_rate(svc, payloads(args.windows, fmt, base), base))
             ratios = [i / h for i, h in zip(ingests, hops, strict=True)]
             hop_us = 1e6 / statistics.median(hops)
             decode = decode_us(payloads(args.windows, fmt, "decode"))

@@ -444,16 +444,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--batch-ms", type=int, default=None, help="worker.batch_ms (default: the setting's)"
     )
-    parser.add_argument(
-        "--overlap",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="worker.overlap: compute the next batch while the last one is written",
-    )
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
     report: dict[str, Any] = {"assets": args.assets, "cpus": os.cpu_count()}
-    worker: dict[str, Any] = {"log_level": "WARNING", "overlap": args.overlap}
+    worker: dict[str, Any] = {"log_level": "WARNING"}
     if args.batch_ms is not None:
         worker["batch_ms"] = args.batch_ms
     blocks = healthy_blocks()
@@ -467,7 +461,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         del hop_messages
         report["bare_hop_msgs_per_s"] = round(hop)
         report["batch_ms"] = args.batch_ms
-        report["overlap"] = args.overlap
         print(f"bare paho hop: {hop:.0f} windows/s")
         settings = from_mapping(
             {

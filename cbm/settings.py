@@ -70,9 +70,6 @@ class WorkerSettings(_Frozen):
     # 1,000 windows/s over 10,000 machines the chain kept p99 event -> row at
     # 210 ms (50 ms: 469 ms) and sustained 1,500/s (50 ms: 1,000/s); bench_pipeline.
     batch_ms: int = Field(10, ge=1, le=60_000)
-    # Compute the next batch while the previous one is committed, published and
-    # acked (for stages that allow it; see cbm.worker).
-    overlap: bool = True
     partitions: int = Field(16, ge=1, le=1000)
     instance: str = Field("0", pattern=r"^[a-z0-9-]{1,16}$")
     metrics_host: str = "127.0.0.1"

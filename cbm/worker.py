@@ -7,13 +7,6 @@ for the broker's PUBACKs, and only then acknowledge the inputs. A crash at any
 point leaves the inputs unacknowledged, so the broker redelivers them and the
 idempotent writes absorb the repeat. Database or broker trouble: hold the
 acks, back off, retry; never acknowledge what is not durable.
-
-When the stage allows it (``Stage.overlaps_writes``) and ``worker.overlap``
-is on, one finisher thread makes batch N durable (commit, publish, ack)
-while the main thread computes batch N+1: the time spent waiting on
-PostgreSQL and on PUBACKs is no longer added to the compute. At most one
-batch waits for the finisher, batches finish in order, so acks stay in the
-order the inputs came, and a batch that never finishes is never acked.
 """
 
 from __future__ import annotations
@@ -69,24 +62,12 @@ class Effects:
 E = TypeVar("E", bound=Effects)
 
 
-@dataclass
-class _Computed(Generic[E]):
-    """A computed batch on its way to being durable and acknowledged."""
-
-    batch: list[Inbound]
-    effects: E
-    started: float
-
-
 class Stage(Protocol, Generic[E]):
     """What a stage gives the worker shell."""
 
     service: str
     record_kind: str
     uses_database: bool
-    # True when computing batch N+1 may run while batch N is persisted: persist
-    # reads only its effects, and compute does not depend on batch N being durable.
-    overlaps_writes: bool
 
     def subscriptions(self) -> Sequence[str]:
         """Return the topic filters to subscribe to."""
@@ -123,10 +104,6 @@ class Worker(Generic[E]):
         self.stop_event = threading.Event()
         self._pool = pool
         self._owns_pool = False
-        self._overlap = settings.worker.overlap and stage.overlaps_writes
-        self._computed: queue.Queue[_Computed[E] | None] = queue.Queue(maxsize=1)
-        self._finisher: threading.Thread | None = None
-        self._failure: BaseException | None = None
         service = stage.service
         self._status_topic = self.topics.status(service)
         self.link = MqttLink(
@@ -155,11 +132,6 @@ class Worker(Generic[E]):
             self._owns_pool = True
         self._retry("database", lambda: self.stage.prepare(self._pool))
         self.link.start()
-        if self._overlap:
-            self._finisher = threading.Thread(
-                target=self._finish_loop, name=f"{self.stage.service}-finisher", daemon=True
-            )
-            self._finisher.start()
         self.metrics.up.set(1)
         log.info("%s worker started", self.stage.service)
         try:
@@ -168,7 +140,6 @@ class Worker(Generic[E]):
                 if batch:
                     self._process(batch)
         finally:
-            self._stop_finisher()
             self.metrics.up.set(0)
             self.link.stop(
                 farewell=Outbound(self._status_topic, self._status("offline", "stopped"), True)
@@ -179,8 +150,6 @@ class Worker(Generic[E]):
             if self._owns_pool and self._pool is not None:
                 self._pool.close()
             log.info("%s worker stopped", self.stage.service)
-        if self._failure is not None:
-            raise self._failure
 
     def _drain(self) -> list[Inbound]:
         inbox = self.link.inbox
@@ -207,45 +176,10 @@ class Worker(Generic[E]):
         redelivered = sum(1 for b in batch if b.dup)
         if redelivered:
             m.redeliveries.inc(redelivered)
-        computed = _Computed(batch, self._compute(batch), started)
-        if self._finisher is None:
-            self._finish(computed)
-            return
-        while self._finisher.is_alive():
-            try:
-                self._computed.put(computed, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-        # The finisher ended (stopped during an outage, or failed): this batch stays
-        # unacknowledged and the broker redelivers it.
-
-    def _finish_loop(self) -> None:
-        while (computed := self._computed.get()) is not None:
-            try:
-                self._finish(computed)
-            except BaseException as exc:  # SystemExit on a stop during an outage, or a bug
-                self._failure = exc
-                self.stop_event.set()
-                return
-
-    def _stop_finisher(self) -> None:
-        finisher = self._finisher
-        if finisher is None:
-            return
-        while finisher.is_alive():
-            try:
-                self._computed.put(None, timeout=0.2)  # after the batch it is finishing
-                break
-            except queue.Full:
-                continue
-        finisher.join()
-
-    def _finish(self, computed: _Computed[E]) -> None:
-        batch = computed.batch
-        effects: Effects = computed.effects
+        computed = self._compute(batch)
+        effects: Effects = computed
         if self.stage.uses_database or effects.dead_letters:
-            effects = self._persist(batch, computed.effects)
+            effects = self._persist(batch, computed)
         outgoing = effects.messages + [self._dead_letter_message(d) for d in effects.dead_letters]
         if not self._publish(outgoing):
             log.warning(
@@ -253,14 +187,13 @@ class Worker(Generic[E]):
             )
             return
         self.link.ack(batch)
-        m = self.metrics
         m.messages_out.inc(len(outgoing))
         m.records_out.labels(self.stage.service, self.stage.record_kind).inc(effects.records)
         for dead in effects.dead_letters:
             m.dead_letters.labels(self.stage.service, dead.reason).inc()
         for lag in effects.lags_s:
             m.lag_seconds.observe(lag)
-        m.batch_seconds.observe(time.perf_counter() - computed.started)
+        m.batch_seconds.observe(time.perf_counter() - started)
 
     def _publish(self, outgoing: list[Outbound]) -> bool:
         delay = self.settings.worker.retry_initial_s
@@ -349,8 +282,8 @@ class Worker(Generic[E]):
             delay = min(delay * 2, self.settings.worker.retry_max_s)
 
     def _quarantine(self, batch: list[Inbound], detail: str) -> Effects:
-        # Keep every payload whole so the batch can be replayed once fixed. Plain
-        # Effects: the stage's own are dropped, and its compute may be running.
+        # Keep every payload whole so the batch can be replayed once fixed; the
+        # stage's own effects are dropped.
         effects = Effects(
             dead_letters=[self._internal_dead_letter(m, "store_error", detail) for m in batch]
         )

@@ -103,9 +103,6 @@ class AlerterStage:
     service = "alerter"
     record_kind = "alert"
     uses_database = True
-    # No: compute rolls back the previous batch in memory when its persist did not
-    # finish (the undo record below), so it must run after that persist.
-    overlaps_writes = False
 
     def __init__(
         self,

@@ -42,7 +42,6 @@ class FeaturesStage:
     service = "features"
     record_kind = "feature_vector"
     uses_database = True
-    overlaps_writes = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

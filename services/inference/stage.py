@@ -66,7 +66,6 @@ class InferenceStage:
     service = "inference"
     record_kind = "prediction"
     uses_database = True
-    overlaps_writes = True
 
     def __init__(self, settings: Settings, *, model: RulModel | None = None) -> None:
         self.settings = settings

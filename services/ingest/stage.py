@@ -53,7 +53,6 @@ class IngestStage:
     service = "ingest"
     record_kind = "window"
     uses_database = True
-    overlaps_writes = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
