@@ -22,6 +22,10 @@ class Channel(StrEnum):
     STALE = "stale"
 
 
+# Iterating an Enum class runs a generator each time; hot paths use this tuple.
+CHANNELS = tuple(Channel)
+
+
 class Kind(StrEnum):
     """Name why a notification was emitted."""
 

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from cbm import tables
-from services.alerter.levels import Channel
+from services.alerter.levels import CHANNELS
 from services.alerter.state import AssetAlertState
 
 Conn = psycopg.Connection[Any]
@@ -54,7 +54,7 @@ def request_ack(
         if found is None:
             return None, None
         state = AssetAlertState.from_dict(found[0])
-        if not any(state.channel(c).active for c in Channel):
+        if not any(state.channel(c).active for c in CHANNELS):
             return state, None
         requested = conn.execute(
             f"""UPDATE {tables.ALERT_STATE}

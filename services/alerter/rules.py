@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from services.alerter.events import Ack, Notification, Prediction, ensure_utc, notification_key
-from services.alerter.levels import Channel, Kind, Level
+from services.alerter.levels import CHANNELS, Channel, Kind, Level
 from services.alerter.policy import AlertRules
 from services.alerter.state import AssetAlertState, ChannelState
 
@@ -88,7 +88,7 @@ def step_renewal(state: AssetAlertState, at: datetime) -> Step:
     state = dataclasses.replace(state, renewed_at=at, recent=())
     source = state.last_prediction
     notifications: list[Notification] = []
-    for channel in Channel:
+    for channel in CHANNELS:
         current = state.channel(channel)
         if not current.active:
             continue
@@ -136,7 +136,7 @@ def step_ack(state: AssetAlertState, ack: Ack) -> tuple[AssetAlertState, bool]:
     Return False, with the state unchanged, when nothing is active to acknowledge.
     """
     _require_same_asset(state, ack.asset_id)
-    active = [channel for channel in Channel if state.channel(channel).active]
+    active = [channel for channel in CHANNELS if state.channel(channel).active]
     for channel in active:
         current = state.channel(channel)
         if not current.acked:

@@ -56,7 +56,7 @@ from services.alerter import store
 from services.alerter.config import check_overrides, routing, rules_for
 from services.alerter.delivery import DeliveryLoop, Senders, senders_from_settings
 from services.alerter.events import Ack, Notification, Prediction
-from services.alerter.levels import Channel
+from services.alerter.levels import CHANNELS
 from services.alerter.outbox import (
     Outcome,
     PendingAlert,
@@ -312,7 +312,7 @@ class AlerterStage:
         if not had_active:
             store.finish_ack(conn, request, "nothing active to acknowledge")
             return {}
-        active = [c for c in Channel if state.channel(c).active]
+        active = [c for c in CHANNELS if state.channel(c).active]
         for channel in active:
             store.mark_acked(conn, asset_id, channel, state.channel(channel).episode, request.by)
         names = ", ".join(c.value for c in active)

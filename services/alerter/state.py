@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from services.alerter.events import Prediction, ensure_utc
-from services.alerter.levels import Channel, Level
+from services.alerter.levels import CHANNELS, Channel, Level
 
 STATE_VERSION = 1
 
@@ -42,7 +42,7 @@ class ChannelState:
 
 
 def _new_channels() -> dict[Channel, ChannelState]:
-    return {channel: ChannelState() for channel in Channel}
+    return {channel: ChannelState() for channel in CHANNELS}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,7 +74,7 @@ class AssetAlertState:
             "version": STATE_VERSION,
             "asset_id": self.asset_id,
             "channels": {
-                channel.value: _channel_to_dict(self.channels[channel]) for channel in Channel
+                channel.value: _channel_to_dict(self.channels[channel]) for channel in CHANNELS
             },
             "recent": [_prediction_to_dict(p) for p in self.recent],
             "last_prediction": (
@@ -92,7 +92,7 @@ class AssetAlertState:
                 raise ValueError(msg)
             asset_id = str(data["asset_id"])
             channels = {
-                channel: _channel_from_dict(data["channels"][channel.value]) for channel in Channel
+                channel: _channel_from_dict(data["channels"][channel.value]) for channel in CHANNELS
             }
             recent = tuple(_prediction_from_dict(asset_id, p) for p in data["recent"])
             last = data["last_prediction"]
