@@ -23,7 +23,7 @@ _FEATURES = sql.SQL(", ").join(sql.Identifier(n) for n in FEATURE_NAMES)
 # Parameters: asset ids, times, reset kinds.
 _LIFE = sql.SQL(
     """SELECT q.asset_id, q.before, coalesce(r.began, '-infinity') AS began
-       FROM unnest(%s::text[], %s::timestamptz[]) AS q(asset_id, before)
+       FROM unnest(%b::text[], %b::timestamptz[]) AS q(asset_id, before)
        LEFT JOIN LATERAL (
            SELECT max(m.time) AS began FROM {events} m
            WHERE m.asset_id = q.asset_id AND m.kind = ANY(%s) AND m.time < q.before) r ON true"""
@@ -100,9 +100,9 @@ def write_predictions(
         f"""INSERT INTO {tables.PREDICTION}
             (asset_id, time, received_at, rul_hours, rul_low, rul_high, health_index,
              anomaly_score, running, model_version, top_features)
-            SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::real[],
-                                 %s::real[], %s::real[], %s::real[], %s::real[], %s::bool[],
-                                 %s::text[], %s::jsonb[])
+            SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::timestamptz[], %b::real[],
+                                 %b::real[], %b::real[], %b::real[], %b::real[], %b::bool[],
+                                 %b::text[], %b::jsonb[])
             ON CONFLICT DO NOTHING""",
         (
             [p.asset_id for p in predictions],
@@ -127,8 +127,8 @@ def write_shadow(conn: psycopg.Connection[Any], predictions: Sequence[Prediction
     conn.execute(
         f"""INSERT INTO {tables.SHADOW_PREDICTION}
             (asset_id, time, model_version, rul_hours, rul_low, rul_high, anomaly_score, running)
-            SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::real[],
-                                 %s::real[], %s::real[], %s::real[], %s::bool[])
+            SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::text[], %b::real[],
+                                 %b::real[], %b::real[], %b::real[], %b::bool[])
             ON CONFLICT DO NOTHING""",
         (
             [p.asset_id for p in predictions],

@@ -22,15 +22,15 @@ WITH new_window AS (
     INSERT INTO {tables.INGEST_WINDOW}
         (asset_id, time, seq, received_at, sample_rate_hz, n_samples,
          temperature_c, temperature_status)
-    SELECT * FROM unnest(%(w_asset)s::text[], %(w_time)s::timestamptz[], %(w_seq)s::bigint[],
-                         %(w_received)s::timestamptz[], %(w_rate)s::real[], %(w_n)s::int[],
-                         %(w_temp)s::real[], %(w_status)s::text[])
+    SELECT * FROM unnest(%(w_asset)b::text[], %(w_time)b::timestamptz[], %(w_seq)b::bigint[],
+                         %(w_received)b::timestamptz[], %(w_rate)b::real[], %(w_n)b::int[],
+                         %(w_temp)b::real[], %(w_status)b::text[])
     ON CONFLICT DO NOTHING
     RETURNING asset_id, time
 ), new_temperature AS (
     INSERT INTO {tables.TEMPERATURE} (asset_id, time, seq, temperature_c, received_at)
-    SELECT * FROM unnest(%(t_asset)s::text[], %(t_time)s::timestamptz[], %(t_seq)s::bigint[],
-                         %(t_value)s::real[], %(t_received)s::timestamptz[])
+    SELECT * FROM unnest(%(t_asset)b::text[], %(t_time)b::timestamptz[], %(t_seq)b::bigint[],
+                         %(t_value)b::real[], %(t_received)b::timestamptz[])
     ON CONFLICT DO NOTHING
     RETURNING asset_id
 ), delta AS (
@@ -54,8 +54,8 @@ ON CONFLICT (asset_id) DO UPDATE SET
 _UPDATE_TALLY = f"""
 INSERT INTO {tables.ASSET} AS a (asset_id, name, gaps, last_seq, dead_letters, last_received_at)
 SELECT asset_id, asset_id, gaps, last_seq, dead, received
-FROM unnest(%(asset)s::text[], %(gaps)s::bigint[], %(last_seq)s::bigint[], %(dead)s::bigint[],
-            %(received)s::timestamptz[]) AS t(asset_id, gaps, last_seq, dead, received)
+FROM unnest(%(asset)b::text[], %(gaps)b::bigint[], %(last_seq)b::bigint[], %(dead)b::bigint[],
+            %(received)b::timestamptz[]) AS t(asset_id, gaps, last_seq, dead, received)
 ON CONFLICT (asset_id) DO UPDATE SET
     gaps = a.gaps + excluded.gaps,
     last_seq = coalesce(excluded.last_seq, a.last_seq),
