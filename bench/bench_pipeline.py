@@ -550,6 +550,23 @@ def _summarise(report: dict[str, Any], hop: float, settings: Settings) -> None:
         s: statistics.median(step["stages"][s]["cpu_ms_per_window"] for step in steps)
         for s in STAGES
     }
+    if sustained:
+        # What the goal leaves: every process's CPU for one window must fit in
+        # cores / (0.70 x bare hop) seconds; compare with what the chain spent.
+        top = max(sustained, key=lambda s: s["offered_per_s"])
+        spent = top["cpu_ms_per_window"]
+        total_us = 1000 * sum(spent.values())
+        budget_us = 1e6 * (os.cpu_count() or 1) / (0.70 * hop)
+        report["cpu_budget"] = {
+            "rate": top["offered_per_s"],
+            "spent_us_per_window": round(total_us),
+            "goal_budget_us_per_window": round(budget_us),
+        }
+        parts = ", ".join(f"{k} {1000 * v:.0f}" for k, v in spent.items())
+        print(
+            f"CPU per window at {top['offered_per_s']:.0f}/s: {total_us:.0f} us ({parts}); "
+            f"0.70 of the bare hop on {os.cpu_count()} cores allows {budget_us:.0f} us"
+        )
 
 
 if __name__ == "__main__":
