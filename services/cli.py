@@ -16,6 +16,7 @@ from typing import Any
 from cbm import logs
 from cbm.errors import CbmError
 from cbm.settings import Settings, load_settings
+from services.argtypes import fleet_size, positive
 
 log = logging.getLogger("cbm")
 
@@ -68,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=_up)
 
     demo = verbs.add_parser("demo", help="the whole pipeline on a simulated fleet")
-    demo.add_argument("--assets", type=int, default=6)
-    demo.add_argument("--minutes", type=float, default=10.0, help="stop after this long")
+    demo.add_argument("--assets", type=fleet_size, default=6)
+    demo.add_argument("--minutes", type=positive, default=10.0, help="stop after this long")
     demo.set_defaults(handler=_demo)
 
     config = verbs.add_parser("config", help="print the effective settings (secrets hidden)")

@@ -21,6 +21,8 @@ from services.cli import main
         (["retrain", "--from-db", "--speedup", "0"], "--speedup: must be > 0"),
         (["backtest", "--simulate", "0"], "--simulate: need at least one asset"),
         (["backtest", "--cost-miss", "-1"], "--cost-miss: must be >= 0"),
+        (["demo", "--assets", "0"], "--assets: need at least one asset"),
+        (["demo", "--minutes", "-5"], "--minutes: must be > 0"),
     ],
 )
 def test_bad_numbers_are_refused_before_any_work(
