@@ -45,33 +45,27 @@ def open_share(text: str) -> float:
 
 def fleet_size(text: str) -> int:
     """Parse a number of assets >= 1."""
-    value = _whole(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"need at least one asset, got {text!r}")
-    return value
+    return _whole(text, minimum=1, complaint="need at least one asset")
 
 
 def count(text: str) -> int:
     """Parse a whole number >= 1 (epochs, units, lookback)."""
-    value = _whole(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
+    return _whole(text, minimum=1, complaint="must be at least 1")
 
 
 def non_negative_count(text: str) -> int:
     """Parse a whole number >= 0."""
-    value = _whole(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+    return _whole(text, minimum=0, complaint="must be >= 0")
 
 
-def _whole(text: str) -> int:
+def _whole(text: str, *, minimum: int, complaint: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{complaint}, got {text!r}")
+    return value
 
 
 def _number(text: str) -> float:
