@@ -138,12 +138,17 @@ class InferenceStage:
         )
         effects.predictions = predictions
         effects.received_at = [received[(p.asset_id, p.time)] for p in predictions]
-        # One message per prediction for outside consumers, and one frame per
-        # partition for the alerter.
+        # One frame per partition for the alerter and, unless turned off, one
+        # message per prediction for outside consumers.
         groups = by_partition(predictions, attrgetter("asset_id"), self.settings.worker.partitions)
         effects.messages = [
-            Outbound(self.topics.predictions(p.asset_id), encode_prediction(p)) for p in predictions
-        ] + [Outbound(self.topics.rul(part), encode_predictions(ps)) for part, ps in groups]
+            Outbound(self.topics.rul(part), encode_predictions(ps)) for part, ps in groups
+        ]
+        if self.settings.inference.publish_per_asset:
+            effects.messages += [
+                Outbound(self.topics.predictions(p.asset_id), encode_prediction(p))
+                for p in predictions
+            ]
         effects.records = len(predictions)
         now = datetime.now(UTC)
         effects.lags_s = [(now - p.time).total_seconds() for p in predictions]

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
+import pytest
 
+from cbm.db import open_pool
 from cbm.messages import FeatureVectors
+from cbm.prediction import PredictionMessage, decode_prediction, decode_predictions
 from services.features.extract import FEATURE_NAMES, FEATURE_SET_VERSION
 from services.inference import core
 from services.inference.model import RulModel
+from services.inference.stage import InferenceStage
 from services.simulator.edge import asset_register
 from services.simulator.fleet import make_fleet
 from services.simulator.run import publish_fleet
+from tests.support.inference import step
 from tests.support.mqtt import eventually
 from tests.support.workers import ProcessWorker, ThreadWorker
 
@@ -111,3 +117,41 @@ def test_one_prediction_per_vector_and_restart_matches_uninterrupted_run(
             inference.terminate()
         features.stop()
         ingest.stop()
+
+
+@pytest.mark.parametrize("per_asset", [True, False])
+def test_the_per_asset_topic_can_be_turned_off_and_frames_still_carry_every_prediction(
+    make_settings, db, per_asset: bool
+) -> None:
+    settings = make_settings(inference={"models_dir": str(MODELS), "publish_per_asset": per_asset})
+    t0 = datetime(2026, 12, 4, 10, tzinfo=UTC)
+    assets = ("pump-1", "pump-2", "fan-3")
+    vectors = FeatureVectors(
+        feature_set=FEATURE_SET_VERSION,
+        columns=FEATURE_NAMES,
+        asset_ids=assets,
+        times=(t0,) * 3,
+        seqs=(1, 1, 1),
+        received_at=(t0,) * 3,
+        running=(True,) * 3,
+        values=np.random.default_rng(2).normal(size=(3, len(FEATURE_NAMES))),
+    )
+    pool = open_pool(settings, name="test-per-asset")
+    try:
+        pool.wait()
+        stage = InferenceStage(settings)
+        stage.prepare(pool)
+        effects = step(stage, pool, vectors)
+    finally:
+        pool.close()
+    per = sorted(
+        decode_prediction(m.payload).asset_id
+        for m in effects.messages
+        if "/predictions/" in m.topic
+    )
+    framed = [
+        p for m in effects.messages if "/rul/" in m.topic for _, p in decode_predictions(m.payload)
+    ]
+    assert per == (sorted(assets) if per_asset else [])
+    assert sorted(p.asset_id for p in framed if isinstance(p, PredictionMessage)) == sorted(assets)
+    assert db.execute("SELECT count(*) FROM prediction").fetchone() == (3,)
