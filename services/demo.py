@@ -2,7 +2,8 @@
 
 Uses the configured broker and database when there are any (a settings file,
 or ``CBM_MQTT__HOST`` / ``CBM_DATABASE__URL``); otherwise starts embedded
-ones: the ``mosquitto`` binary with the project's config on a free port, and a
+ones: the ``mosquitto`` binary with the project's config on a free port (or,
+without it, the project's embedded Python broker, ``services.broker``), and a
 private PostgreSQL from ``pgserver`` (the ``demo`` extra). Then it migrates,
 supervises the four workers, runs the simulator with a fleet whose machines
 fail within minutes, and draws the fleet by urgency with the alerts as they
@@ -73,12 +74,18 @@ def services(settings: Settings, configured: bool) -> Iterator[tuple[dict[str, A
 
 def _start_broker(embedded: Embedded) -> int:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        raise SystemExit(
-            "cbm demo: no MQTT broker configured and no mosquitto binary found. "
-            "Install mosquitto (apt install mosquitto) or set CBM_MQTT__HOST."
-        )
     port = _free_port()
+    if not Path(binary).exists():
+        print(
+            "No mosquitto binary: using the embedded Python broker (in memory only; "
+            "install mosquitto for persistence across broker restarts)."
+        )
+        embedded.broker = subprocess.Popen(  # noqa: S603 - this interpreter, our module
+            [sys.executable, "-m", "services.broker", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return _wait_broker(port)
     workdir = (HOME / "mosquitto").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o777)  # mosquitto drops root before it writes its files
@@ -108,12 +115,16 @@ def _start_broker(embedded: Embedded) -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return _wait_broker(port)
+
+
+def _wait_broker(port: int) -> int:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return port
         time.sleep(0.1)
-    raise SystemExit("cbm demo: the embedded mosquitto did not start")
+    raise SystemExit("cbm demo: the embedded broker did not start")
 
 
 def _start_postgres(embedded: Embedded) -> str:

@@ -87,8 +87,8 @@ class Publisher:
         self.client.connect(host, port)
         self.client.loop_start()
 
-    def send(self, messages: list[tuple[str, bytes]]) -> None:
-        infos = [self.client.publish(t, p, qos=1) for t, p in messages]
+    def send(self, messages: list[tuple[str, bytes]], *, retain: bool = False) -> None:
+        infos = [self.client.publish(t, p, qos=1, retain=retain) for t, p in messages]
         for info in infos:
             info.wait_for_publish(10)
 

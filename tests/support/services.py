@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -60,12 +61,23 @@ class Broker:
     port: int
     workdir: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    embedded: bool = False  # the project's Python broker, not mosquitto
 
     @property
     def restartable(self) -> bool:
-        return self.workdir is not None
+        """Whether a test may kill and restart it and find its queues again (persistence)."""
+        return self.workdir is not None and not self.embedded
 
     def start(self) -> None:
+        if self.embedded:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "services.broker", "--port", str(self.port)],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_port(self.host, self.port)
+            return
         assert self.workdir is not None
         conf = self.workdir / "mosquitto.conf"
         kept = [
@@ -113,18 +125,22 @@ def broker_workdir() -> Path:
 
 
 def start_broker(tmp: Path) -> Broker:
+    """Find or start the test broker.
+
+    ``CBM_TEST_MQTT_URL`` names one; else a private mosquitto with the project's
+    config; else (or with ``CBM_TEST_BROKER=embedded``) the project's embedded
+    Python broker, on which the tests that restart the broker are skipped.
+    """
     url = os.environ.get("CBM_TEST_MQTT_URL")
     if url:
         parts = urlsplit(url)
         return Broker(parts.hostname or "127.0.0.1", parts.port or 1883)
-    if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists():
-        broker = Broker("127.0.0.1", free_port(), workdir=tmp)
-        broker.start()
-        return broker
-    raise RuntimeError(
-        "no MQTT broker: set CBM_TEST_MQTT_URL or install mosquitto "
-        "(apt install mosquitto; on Docker hosts testcontainers' eclipse-mosquitto image)"
+    embedded = os.environ.get("CBM_TEST_BROKER") == "embedded" or not (
+        shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
     )
+    broker = Broker("127.0.0.1", free_port(), workdir=tmp, embedded=embedded)
+    broker.start()
+    return broker
 
 
 @dataclass

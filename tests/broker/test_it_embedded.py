@@ -1,0 +1,234 @@
+"""The embedded Python broker keeps the promises the workers rely on (real sockets, paho)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cbm.topics import Topics
+from tests.ingest.test_it_ingest import vibration, windows_seen
+from tests.support.mqtt import Publisher, Recorder, eventually
+from tests.support.services import Broker, free_port
+from tests.support.workers import ProcessWorker
+
+
+@pytest.fixture
+def embedded() -> Iterator[Broker]:
+    broker = Broker("127.0.0.1", free_port(), embedded=True)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+class Client:
+    """A paho MQTT 5 client that records what it receives and acks by hand."""
+
+    def __init__(
+        self, broker: Broker, client_id: str, *, receive_maximum: int = 100, ack: bool = True
+    ) -> None:
+        self.got: list[paho.MQTTMessage] = []
+        self.lock = threading.Lock()
+        self.ack = ack
+        self.c = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        self.c.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 3600
+        props.ReceiveMaximum = receive_maximum
+        connected = threading.Event()
+        self.c.on_connect = lambda *_: connected.set()
+        self.c.connect(broker.host, broker.port, clean_start=False, properties=props)
+        self.c.loop_start()
+        assert connected.wait(5)
+
+    def _on_message(self, _c: Any, _u: Any, m: paho.MQTTMessage) -> None:
+        with self.lock:
+            self.got.append(m)
+        if self.ack:
+            self.c.ack(m.mid, m.qos)
+
+    def subscribe(self, topic_filter: str) -> None:
+        done = threading.Event()
+        self.c.on_subscribe = lambda *_: done.set()
+        self.c.subscribe(topic_filter, qos=1)
+        assert done.wait(5)
+
+    def payloads(self) -> list[bytes]:
+        with self.lock:
+            return [m.payload for m in self.got]
+
+    def vanish(self) -> None:
+        """Drop the connection without DISCONNECT, as a killed process does."""
+        self.c.loop_stop()
+        sock = self.c.socket()
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_unacked_messages_come_back_with_dup_after_the_client_vanishes(embedded) -> None:
+    """What amqtt loses: a received but unacknowledged QoS 1 message is redelivered."""
+    cid = f"sub-{uuid.uuid4().hex[:6]}"
+    sub = Client(embedded, cid, receive_maximum=5, ack=False)
+    sub.subscribe("plant/+/x")
+    pub = Publisher(embedded.host, embedded.port)
+    sent = [f"m{i}".encode() for i in range(12)]
+    pub.send([(f"plant/{i}/x", m) for i, m in enumerate(sent)])
+    eventually(lambda: len(sub.payloads()) == 5, message="five in flight")
+    assert len(sub.payloads()) == 5, "Receive Maximum 5 holds the rest at the broker"
+    sub.vanish()
+    again = Client(embedded, cid)
+    try:
+        eventually(lambda: sorted(again.payloads()) == sorted(sent), message="all twelve")
+        assert [m.dup for m in again.got[:5]] == [True] * 5
+        assert sum(m.dup for m in again.got) == 5
+    finally:
+        again.close()
+        pub.close()
+
+
+def test_a_session_queues_while_its_client_is_away_and_a_clean_start_drops_it(embedded) -> None:
+    cid = f"sub-{uuid.uuid4().hex[:6]}"
+    sub = Client(embedded, cid)
+    sub.subscribe("plant/#")
+    sub.close()
+    pub = Publisher(embedded.host, embedded.port)
+    pub.send([("plant/a", b"1"), ("plant/b/c", b"2"), ("other", b"no")])
+    back = Client(embedded, cid)
+    eventually(lambda: back.payloads() == [b"1", b"2"], message="queued while away")
+    back.close()
+    fresh = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=cid,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    flags: list[Any] = []
+    fresh.on_connect = lambda _c, _u, f, _r, _p: flags.append(f)
+    fresh.connect(embedded.host, embedded.port, clean_start=True)
+    fresh.loop_start()
+    eventually(lambda: flags, message="connack")
+    assert not flags[0].session_present
+    fresh.disconnect()
+    fresh.loop_stop()
+    pub.close()
+
+
+def test_retained_messages_and_the_last_will(embedded) -> None:
+    pub = Publisher(embedded.host, embedded.port)
+    pub.send([("status/ingest", b"online")], retain=True)
+    dying = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id="dying",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    dying.will_set("status/features", b"offline", qos=1, retain=True)
+    dying.connect(embedded.host, embedded.port)
+    dying.loop_start()
+    eventually(dying.is_connected, message="dying client connected")
+    dying.loop_stop()
+    sock = dying.socket()
+    assert sock is not None
+    sock.close()
+    watcher = Client(embedded, f"w-{uuid.uuid4().hex[:6]}")
+    try:
+        watcher.subscribe("status/+")
+        eventually(
+            lambda: sorted(watcher.payloads()) == [b"offline", b"online"],
+            message="the retained status and the will",
+        )
+        assert all(m.retain for m in watcher.got)
+    finally:
+        watcher.close()
+        pub.close()
+
+
+def test_kill_9_ingest_before_ack_loses_nothing_on_the_embedded_broker(
+    embedded, make_settings, db_url, tmp_path: Path
+) -> None:
+    """The worker shell's at-least-once promise holds end to end on this broker too."""
+    settings = make_settings(
+        mqtt={"host": embedded.host, "port": embedded.port}, worker={"batch_max": 50}
+    )
+    topics = Topics(settings.base_topic)
+    rec = Recorder(embedded.host, embedded.port, topics.stage_filter("windows"))
+    worker = ProcessWorker(settings, "ingest", tmp_path)
+    pub = Publisher(embedded.host, embedded.port)
+    t0 = datetime.now(UTC) - timedelta(minutes=3)
+    sent = [("pump-3", t0 + timedelta(seconds=i)) for i in range(120)]
+    try:
+        pub.send([(topics.raw("pump-3", "vibration"), vibration(1, sent[0][1]))])
+        eventually(lambda: windows_seen(rec, settings.base_topic), message="first window")
+        with psycopg.connect(db_url) as locker:
+            locker.execute("LOCK TABLE ingest_window IN EXCLUSIVE MODE")
+            pub.send(
+                [
+                    (topics.raw("pump-3", "vibration"), vibration(i + 1, t))
+                    for i, (_, t) in enumerate(sent[1:], start=1)
+                ]
+            )
+            with psycopg.connect(db_url, autocommit=True) as probe:
+                eventually(
+                    lambda: (
+                        probe.execute(
+                            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a "
+                            "USING (pid) WHERE a.application_name = 'cbm-ingest' "
+                            "AND NOT l.granted"
+                        ).fetchone()[0]
+                        > 0
+                    ),
+                    message="worker blocked in its write",
+                )
+            worker.kill()
+            locker.rollback()
+        assert len(windows_seen(rec, settings.base_topic)) < len(sent)
+        worker.start()
+        eventually(
+            lambda: set(windows_seen(rec, settings.base_topic)) == set(sent),
+            timeout=30,
+            message="every window after restart",
+        )
+        with psycopg.connect(db_url) as conn:
+            assert conn.execute("SELECT windows_accepted FROM asset").fetchone() == (120,)
+    finally:
+        if worker.alive():
+            assert worker.terminate() == 0, worker.output()
+        pub.close()
+        rec.close()
+
+
+def test_garbage_on_one_connection_does_not_disturb_the_others(embedded) -> None:
+    sub = Client(embedded, f"sub-{uuid.uuid4().hex[:6]}")
+    sub.subscribe("ok/#")
+    for junk in (b"\x10\xff\xff\xff\xff\x7f", b"GET / HTTP/1.1\r\n\r\n", b"\x30\x05\x00\x01"):
+        with socket.create_connection((embedded.host, embedded.port)) as raw:
+            raw.sendall(junk)
+            raw.settimeout(2)
+            with contextlib.suppress(OSError):
+                raw.recv(16)  # the broker answers or closes; it must not hang
+    pub = Publisher(embedded.host, embedded.port)
+    try:
+        pub.send([("ok/1", b"still here")])
+        eventually(lambda: sub.payloads() == [b"still here"], message="broker still serving")
+    finally:
+        sub.close()
+        pub.close()
