@@ -162,9 +162,12 @@ def test_broker_killed_and_restarted_with_its_persistence(
     """
     workdir = broker_workdir()
     broker = start_broker(workdir)
-    if not broker.restartable:  # CBM_TEST_MQTT_URL: a broker this test cannot kill
+    if not broker.restartable:  # CBM_TEST_MQTT_URL, or the embedded broker (no persistence)
+        broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-        pytest.skip("needs a private mosquitto (unset CBM_TEST_MQTT_URL)")
+        pytest.skip(
+            "needs a private mosquitto with persistence (not CBM_TEST_MQTT_URL or embedded)"
+        )
     saved_db = workdir / "mosquitto.db"
     settings = e2e_settings(
         mqtt={"host": broker.host, "port": broker.port},
