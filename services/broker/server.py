@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 MAX_PACKET_BYTES = 4 * 1024 * 1024
 MAX_QUEUED = 1_000_000  # messages held per offline session, as mosquitto's max_queued_messages
 _EXPIRY_SWEEP_S = 30.0
+_CONNECT_TIMEOUT_S = 10.0  # a socket must send CONNECT within this long
 
 
 @dataclass
@@ -112,7 +113,9 @@ class EmbeddedBroker:
         session: Session | None = None
         graceful = False
         try:
-            kind, _flags, body = await p.read_packet(reader, MAX_PACKET_BYTES)
+            kind, _flags, body = await asyncio.wait_for(
+                p.read_packet(reader, MAX_PACKET_BYTES), _CONNECT_TIMEOUT_S
+            )
             if kind != p.CONNECT:
                 raise p.ProtocolError(p.PROTOCOL_ERROR, "first packet is not CONNECT")
             try:
@@ -123,8 +126,12 @@ class EmbeddedBroker:
             session, present = self._attach(connect, writer)
             writer.write(p.connack(session_present=present))
             self._resend(session)
+            # A client silent for 1.5 keep-alive periods is gone (its will goes out).
+            silence = 1.5 * connect.keepalive_s if connect.keepalive_s else None
             while True:
-                kind, flags, body = await p.read_packet(reader, MAX_PACKET_BYTES)
+                kind, flags, body = await asyncio.wait_for(
+                    p.read_packet(reader, MAX_PACKET_BYTES), silence
+                )
                 if kind == p.DISCONNECT:
                     graceful = p.disconnect_reason(body) != p.DISCONNECT_WITH_WILL
                     break
@@ -134,8 +141,8 @@ class EmbeddedBroker:
             log.warning("closing %s: %s", session.client_id if session else "a client", exc)
             if session is not None:
                 writer.write(p.disconnect(exc.reason))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client went away; its session (and will) are handled below
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            pass  # the client went away or fell silent; its session and will: below
         finally:
             if session is not None and session.writer is writer:
                 self._detach(session, graceful=graceful)

@@ -232,3 +232,25 @@ def test_garbage_on_one_connection_does_not_disturb_the_others(embedded) -> None
     finally:
         sub.close()
         pub.close()
+
+
+def test_a_client_silent_past_its_keep_alive_is_dropped_and_its_will_sent(embedded) -> None:
+    watcher = Client(embedded, f"w-{uuid.uuid4().hex[:6]}")
+    watcher.subscribe("status/#")
+    silent = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id="silent",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    silent.will_set("status/silent", b"gone", qos=1)
+    silent.connect(embedded.host, embedded.port, keepalive=1)
+    silent.loop_start()
+    try:
+        eventually(silent.is_connected, message="silent client connected")
+        silent.loop_stop()  # the socket stays open, but no more PINGREQ
+        eventually(lambda: watcher.payloads() == [b"gone"], timeout=10, message="will")
+    finally:
+        watcher.close()
+        sock = silent.socket()
+        if sock is not None:
+            sock.close()
