@@ -23,12 +23,14 @@ UNSPECIFIED_ERROR = 0x80
 MALFORMED = 0x81
 PROTOCOL_ERROR = 0x82
 UNSUPPORTED_VERSION = 0x84
+BAD_CLIENT_ID = 0x85
 PACKET_TOO_LARGE = 0x95
 QOS_NOT_SUPPORTED = 0x9B
 SHARED_NOT_SUPPORTED = 0x9E
 
 # Property identifiers the broker reads, and how every property is encoded.
 SESSION_EXPIRY = 0x11
+ASSIGNED_CLIENT_ID = 0x12
 RECEIVE_MAXIMUM = 0x21
 TOPIC_ALIAS = 0x23
 MAXIMUM_QOS = 0x24
@@ -275,9 +277,13 @@ def _string(text: str) -> bytes:
     return struct.pack(">H", len(raw)) + raw
 
 
-def connack(*, session_present: bool, reason: int = SUCCESS) -> bytes:
+def connack(
+    *, session_present: bool, reason: int = SUCCESS, assigned_client_id: str | None = None
+) -> bytes:
     """Return a CONNACK that also tells the client: QoS 1 at most, no shared subscriptions."""
     props = bytes([MAXIMUM_QOS, 1, SHARED_AVAILABLE, 0])
+    if assigned_client_id is not None:
+        props += bytes([ASSIGNED_CLIENT_ID]) + _string(assigned_client_id)
     return _packet(
         CONNACK << 4, bytes([int(session_present), reason]) + _varint(len(props)) + props
     )

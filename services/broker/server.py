@@ -15,8 +15,10 @@ Everything runs on one asyncio loop, so sessions need no locks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -123,8 +125,15 @@ class EmbeddedBroker:
             except p.ProtocolError as exc:
                 writer.write(p.connack(session_present=False, reason=exc.reason))
                 raise
+            assigned = None
+            if not connect.client_id:
+                if not connect.clean_start:
+                    writer.write(p.connack(session_present=False, reason=p.BAD_CLIENT_ID))
+                    return
+                assigned = f"auto-{uuid.uuid4().hex}"
+                connect = dataclasses.replace(connect, client_id=assigned)
             session, present = self._attach(connect, writer)
-            writer.write(p.connack(session_present=present))
+            writer.write(p.connack(session_present=present, assigned_client_id=assigned))
             self._resend(session)
             # A client silent for 1.5 keep-alive periods is gone (its will goes out).
             silence = 1.5 * connect.keepalive_s if connect.keepalive_s else None

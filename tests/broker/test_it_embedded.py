@@ -254,3 +254,23 @@ def test_a_client_silent_past_its_keep_alive_is_dropped_and_its_will_sent(embedd
         sock = silent.socket()
         if sock is not None:
             sock.close()
+
+
+def test_an_empty_client_id_gets_one_assigned(embedded) -> None:
+    anon = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id="",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    answers: list[Any] = []
+    anon.on_connect = lambda _c, _u, _f, reason, props: answers.append((reason, props))
+    anon.connect(embedded.host, embedded.port, clean_start=True)
+    anon.loop_start()
+    try:
+        eventually(lambda: answers, message="connack")
+        reason, props = answers[0]
+        assert not reason.is_failure
+        assert props.AssignedClientIdentifier.startswith("auto-")
+    finally:
+        anon.disconnect()
+        anon.loop_stop()
