@@ -5,9 +5,8 @@ message is routed, persistent sessions (clean start off, session expiry) that
 queue for a client while it is away, redelivery with DUP of what a client
 received but never acknowledged, the client's Receive Maximum as flow
 control, keep-alive, retained messages, and wills. It keeps all of that in
-memory only:
-a restart of the broker loses queued messages, so production and the restart
-tests use Mosquitto with its persistence. No TLS, no ACL, no QoS 2, no shared
+memory only: a restart of the broker loses queued messages, so production and
+the restart tests use Mosquitto with its persistence. No TLS, no ACL, no QoS 2, no shared
 subscriptions; it listens on 127.0.0.1 unless told otherwise.
 
 Everything runs on one asyncio loop, so sessions need no locks.
