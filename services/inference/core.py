@@ -37,6 +37,10 @@ FloatArray = npt.NDArray[np.float64]
 # (20,000 windows) took the worker past 1 GB. Past ~1,000 sequences a bigger
 # call is no faster per sequence.
 MAX_CALL_SEQUENCES = 2048
+# Hours of RUL a feature must give back to be named. A prediction within this
+# of the cap cannot gain that much, so it is not explained at all: healthy
+# machines, most of a fleet, skip the occlusion's ~20 model rows each.
+MIN_GAIN_HOURS = 0.05
 
 
 class Model(Protocol):
@@ -176,7 +180,11 @@ def step(
         p = _predict(model, stacked)
         rul[running_rows], low[running_rows], high[running_rows] = p.rul, p.low, p.high
         if rules.explain_top > 0:
-            centers = [state.assets[vectors.asset_ids[i]].center for i in running_rows]
+            explainable = p.rul < model.cap_hours - MIN_GAIN_HOURS
+            centers = [
+                state.assets[vectors.asset_ids[i]].center if explainable[k] else None
+                for k, i in enumerate(running_rows)
+            ]
             top = _explain(
                 model, stacked, p.rul, centers=centers, rows=running_rows, top_k=rules.explain_top
             )
@@ -220,7 +228,8 @@ def _explain(
     For every row and model column, the column's whole sequence is replaced by
     the asset's baseline value and the RUL predicted again (all variants in one
     batched call); the hours of RUL a column gives back when made healthy is
-    its contribution. Rows whose asset has no baseline yet get no explanation.
+    its contribution. Rows whose asset has no baseline yet (or whose caller
+    passes None) get no explanation.
     """
     explained = [k for k, c in enumerate(centers) if c is not None]
     if not explained:
@@ -246,7 +255,7 @@ def _explain(
     for j, k in enumerate(explained):
         order = np.argsort(-gain[j])[:top_k]
         out[rows[k]] = tuple(
-            (names[f], round(float(gain[j, f]), 2)) for f in order if gain[j, f] > 0.05
+            (names[f], round(float(gain[j, f]), 2)) for f in order if gain[j, f] > MIN_GAIN_HOURS
         )
     return out
 

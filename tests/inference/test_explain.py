@@ -56,3 +56,47 @@ def test_outer_race_fault_is_explained_by_bpfo_or_vibration_energy_not_temperatu
     assert late > 20, "too few late-life predictions carry an explanation"
     assert tops["temperature_mean_c"] < 0.1 * late, tops
     assert sum(tops[f] for f in VIBRATION) >= 0.8 * late, tops
+
+
+class _NeverAtCap:
+    """The same model, claiming a cap no prediction reaches, so no row skips the occlusion."""
+
+    def __init__(self, model: RulModel) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._model, name)
+
+    @property
+    def cap_hours(self) -> float:
+        return self._model.cap_hours + 1000.0
+
+
+def test_skipping_predictions_at_the_cap_changes_no_explanation() -> None:
+    model = RulModel.load(MODELS)
+    specs = make_fleet(4, seed=8, life_mean_hours=80.0, healthy_share=0.5)
+    assets = AssetsSettings.model_validate({"items": asset_register(specs)})
+    rules = core.Rules(baseline_vectors=10, explain_top=3)
+    batches = []
+    fstate = features_core.FeaturesState()
+    windows = simulate_fleet(specs, seed=8, start=datetime(2026, 1, 1, tzinfo=UTC))
+    while chunk := list(itertools.islice(windows, 256)):
+        fstate, batch = features_core.step(
+            fstate, [ingested(w) for w in chunk], assets=assets, settings=FeaturesSettings()
+        )
+        batches.append(batch.vectors())
+    tops = {}
+    for name, served in (("skipping", model), ("explaining all", _NeverAtCap(model))):
+        state = core.InferenceState()
+        for s in specs:
+            state.assets[s.asset_id] = core.new_sequence(model.lookback, rules)
+        out = []
+        for vectors in batches:
+            state, predictions = core.step(state, vectors, served, rules)
+            out += predictions
+        tops[name] = [(p.asset_id, p.time, p.top_features) for p in out]
+        if name == "skipping":
+            at_cap = sum(p.running and p.rul_hours >= model.cap_hours - 0.05 for p in out)
+            explained = sum(bool(p.top_features) for p in out)
+    assert at_cap > 100 and explained > 20, (at_cap, explained)
+    assert tops["skipping"] == tops["explaining all"]
