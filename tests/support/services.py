@@ -2,7 +2,9 @@
 
 Order, for each: an explicit ``CBM_TEST_*`` URL; for MQTT a private
 ``mosquitto`` started with the project's config on a free port (the tests
-need to kill and restart it); for PostgreSQL the server on 127.0.0.1:5432 when
+need to kill and restart it), else the project's embedded Python broker
+(``services.broker``; ``CBM_TEST_BROKER=embedded`` forces it); for
+PostgreSQL the server on 127.0.0.1:5432 when
 one answers; testcontainers where Docker runs; pgserver (an embedded
 PostgreSQL from PyPI) as the last resort.
 """
