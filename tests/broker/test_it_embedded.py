@@ -7,22 +7,18 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cbm.topics import Topics
-from tests.ingest.test_it_ingest import vibration, windows_seen
-from tests.support.mqtt import Publisher, Recorder, eventually
+from tests.ingest.test_it_ingest import check_kill_9_before_ack
+from tests.support.mqtt import Publisher, eventually
 from tests.support.services import Broker, free_port
-from tests.support.workers import ProcessWorker
 
 
 @pytest.fixture
@@ -169,51 +165,7 @@ def test_kill_9_ingest_before_ack_loses_nothing_on_the_embedded_broker(
     settings = make_settings(
         mqtt={"host": embedded.host, "port": embedded.port}, worker={"batch_max": 50}
     )
-    topics = Topics(settings.base_topic)
-    rec = Recorder(embedded.host, embedded.port, topics.stage_filter("windows"))
-    worker = ProcessWorker(settings, "ingest", tmp_path)
-    pub = Publisher(embedded.host, embedded.port)
-    t0 = datetime.now(UTC) - timedelta(minutes=3)
-    sent = [("pump-3", t0 + timedelta(seconds=i)) for i in range(120)]
-    try:
-        pub.send([(topics.raw("pump-3", "vibration"), vibration(1, sent[0][1]))])
-        eventually(lambda: windows_seen(rec, settings.base_topic), message="first window")
-        with psycopg.connect(db_url) as locker:
-            locker.execute("LOCK TABLE ingest_window IN EXCLUSIVE MODE")
-            pub.send(
-                [
-                    (topics.raw("pump-3", "vibration"), vibration(i + 1, t))
-                    for i, (_, t) in enumerate(sent[1:], start=1)
-                ]
-            )
-            with psycopg.connect(db_url, autocommit=True) as probe:
-                eventually(
-                    lambda: (
-                        probe.execute(
-                            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a "
-                            "USING (pid) WHERE a.application_name = 'cbm-ingest' "
-                            "AND NOT l.granted"
-                        ).fetchone()[0]
-                        > 0
-                    ),
-                    message="worker blocked in its write",
-                )
-            worker.kill()
-            locker.rollback()
-        assert len(windows_seen(rec, settings.base_topic)) < len(sent)
-        worker.start()
-        eventually(
-            lambda: set(windows_seen(rec, settings.base_topic)) == set(sent),
-            timeout=30,
-            message="every window after restart",
-        )
-        with psycopg.connect(db_url) as conn:
-            assert conn.execute("SELECT windows_accepted FROM asset").fetchone() == (120,)
-    finally:
-        if worker.alive():
-            assert worker.terminate() == 0, worker.output()
-        pub.close()
-        rec.close()
+    check_kill_9_before_ack(settings, db_url, tmp_path)
 
 
 def test_garbage_on_one_connection_does_not_disturb_the_others(embedded) -> None:

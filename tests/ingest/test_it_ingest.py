@@ -12,6 +12,7 @@ import psycopg
 from cbm.frames import decode_windows
 from cbm.messages import TemperatureStatus
 from cbm.rawcodec import encode_temperature_json, encode_vibration_binary, encode_vibration_json
+from cbm.settings import Settings
 from cbm.topics import Topics
 from tests.support.mqtt import Publisher, Recorder, eventually
 from tests.support.workers import ProcessWorker, ThreadWorker
@@ -156,11 +157,16 @@ def test_bad_payload_is_dead_lettered_and_next_good_one_goes_through(
 
 def test_kill_9_before_ack_loses_nothing(make_settings, broker, db_url, tmp_path: Path) -> None:
     """Hold the worker inside its DB write (a table lock), kill -9 it, restart: all arrive."""
-    settings = make_settings(worker={"batch_max": 50})
+    check_kill_9_before_ack(make_settings(worker={"batch_max": 50}), db_url, tmp_path)
+
+
+def check_kill_9_before_ack(settings: Settings, db_url: str, tmp_path: Path) -> None:
+    """The kill -9 scenario on the broker ``settings`` name (the embedded broker's tests too)."""
     topics = Topics(settings.base_topic)
-    rec = Recorder(broker.host, broker.port, topics.stage_filter("windows"))
+    host, port = settings.mqtt.host, settings.mqtt.port
+    rec = Recorder(host, port, topics.stage_filter("windows"))
     worker = ProcessWorker(settings, "ingest", tmp_path)
-    pub = Publisher(broker.host, broker.port)
+    pub = Publisher(host, port)
     t0 = datetime.now(UTC) - timedelta(minutes=3)
     sent = [("pump-3", t0 + timedelta(seconds=i)) for i in range(120)]
     try:
