@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,10 @@ def run_demo(settings: Settings, *, configured: bool, assets: int, minutes: floa
         conn_settings["database"]["url"] = db_url
         with _connect(settings, db_url) as conn:
             migrate(conn)
+            # The database's clock: the closing backtest counts only this run's rows.
+            row = conn.execute("SELECT now()").fetchone()
+            assert row is not None and isinstance(row[0], datetime)
+            started = row[0]
         config = {
             **settings.model_dump(mode="json", exclude={"secrets", "assets"}),
             **conn_settings,
@@ -230,7 +235,7 @@ def run_demo(settings: Settings, *, configured: bool, assets: int, minutes: floa
             " maintenance_event with the simulated failures)"
         )
         print("\nHow early the alerts came, against the failures the simulator recorded:")
-        for line in _lead_times(db_url, settings):
+        for line in _lead_times(db_url, settings, since=started):
             print(f"  {line}")
         print(
             "  (again, with the per-asset table and the threshold sweep, while the database"
@@ -245,15 +250,15 @@ def run_demo(settings: Settings, *, configured: bool, assets: int, minutes: floa
     return 0
 
 
-def _lead_times(db_url: str, settings: Settings) -> list[str]:
-    """Return the backtest summary of what this run predicted and alerted."""
+def _lead_times(db_url: str, settings: Settings, *, since: datetime) -> list[str]:
+    """Return the backtest summary of what this run predicted and alerted (rows since ``since``)."""
     from services.alerter.config import rules_for  # noqa: PLC0415
     from services.prognostics.backtest import run_backtest  # noqa: PLC0415
     from services.prognostics.report import summary  # noqa: PLC0415
     from services.prognostics.sources import recorded  # noqa: PLC0415
 
     with _connect(settings, db_url) as conn:
-        source = recorded(conn, hours_per_second=DEMO_SPEEDUP / 3600)
+        source = recorded(conn, hours_per_second=DEMO_SPEEDUP / 3600, written_since=since)
     if source is None:
         return ["no predictions were stored"]
     return summary(run_backtest(source.series, rules_for(settings.alerting, "")))

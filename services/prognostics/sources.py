@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +68,16 @@ def recorded(
     asset_ids: Sequence[str] = (),
     failure_kinds: Sequence[EventKind] = (EventKind.FAILURE,),
     hours_per_second: float = 1 / 3600,
+    written_since: datetime | None = None,
 ) -> Source | None:
     """Return the stored predictions against the stored failures; None without predictions.
 
     The axis is event time since the earliest prediction, times ``hours_per_second``.
+    ``written_since`` keeps only predictions and events written to the database
+    at or after that wall-clock time (one demo run among several).
     """
-    predictions = store.load_predictions(conn, asset_ids=asset_ids)
-    failures = store.failure_times(conn, failure_kinds)
+    predictions = store.load_predictions(conn, asset_ids=asset_ids, created_since=written_since)
+    failures = store.failure_times(conn, failure_kinds, recorded_since=written_since)
     if asset_ids:
         failures = {a: times for a, times in failures.items() if a in asset_ids}
     if not predictions:

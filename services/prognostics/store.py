@@ -39,8 +39,12 @@ def list_events(
     *,
     asset_id: str | None = None,
     kinds: Sequence[EventKind] = (),
+    recorded_since: datetime | None = None,
 ) -> list[MaintenanceEvent]:
-    """Return the recorded events, oldest first, of one asset and some kinds (default: all)."""
+    """Return the recorded events, oldest first, of one asset and some kinds (default: all).
+
+    ``recorded_since`` keeps only events written at or after that wall-clock time.
+    """
     where: list[sql.Composable] = []
     params: list[Any] = []
     if asset_id is not None:
@@ -49,6 +53,9 @@ def list_events(
     if kinds:
         where.append(sql.SQL("kind = ANY(%s)"))
         params.append([k.value for k in kinds])
+    if recorded_since is not None:
+        where.append(sql.SQL("recorded_at >= %s"))
+        params.append(recorded_since)
     query = sql.SQL(
         "SELECT asset_id, time, kind, note, recorded_by, recorded_at FROM {events}{where}"
         " ORDER BY time, asset_id, kind"
@@ -70,19 +77,33 @@ def list_events(
 
 
 def load_predictions(
-    conn: psycopg.Connection[Any], *, asset_ids: Sequence[str] = ()
+    conn: psycopg.Connection[Any],
+    *,
+    asset_ids: Sequence[str] = (),
+    created_since: datetime | None = None,
 ) -> dict[str, list[PredictionRow]]:
-    """Return the stored predictions per asset in time order (of some assets; default: all)."""
+    """Return the stored predictions per asset in time order (of some assets; default: all).
+
+    ``created_since`` keeps only rows written at or after that wall-clock time.
+    """
+    where: list[sql.Composable] = []
+    params: list[Any] = []
+    if asset_ids:
+        where.append(sql.SQL("asset_id = ANY(%s)"))
+        params.append(list(asset_ids))
+    if created_since is not None:
+        where.append(sql.SQL("created_at >= %s"))
+        params.append(created_since)
     query = sql.SQL(
         "SELECT asset_id, time, rul_hours, rul_low, rul_high, anomaly_score, running"
         " FROM {predictions}{where} ORDER BY asset_id, time"
     ).format(
         predictions=sql.Identifier(tables.PREDICTION),
-        where=sql.SQL(" WHERE asset_id = ANY(%s)") if asset_ids else sql.SQL(""),
+        where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
     )
     out: dict[str, list[PredictionRow]] = defaultdict(list)
     with conn.cursor() as cur:
-        cur.execute(query, [list(asset_ids)] if asset_ids else [])
+        cur.execute(query, params)
         for asset, time, rul, low, high, anomaly, running in cur:
             out[str(asset)].append(
                 (time, float(rul), float(low), float(high), float(anomaly), bool(running))
@@ -91,10 +112,13 @@ def load_predictions(
 
 
 def failure_times(
-    conn: psycopg.Connection[Any], kinds: Sequence[EventKind] = (EventKind.FAILURE,)
+    conn: psycopg.Connection[Any],
+    kinds: Sequence[EventKind] = (EventKind.FAILURE,),
+    *,
+    recorded_since: datetime | None = None,
 ) -> dict[str, list[datetime]]:
     """Return per asset the times of events that count as failures, oldest first."""
     out: dict[str, list[datetime]] = defaultdict(list)
-    for event in list_events(conn, kinds=kinds):
+    for event in list_events(conn, kinds=kinds, recorded_since=recorded_since):
         out[event.asset_id].append(event.time)
     return dict(out)

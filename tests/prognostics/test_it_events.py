@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from cbm.errors import CbmError
+from services.prognostics.sources import recorded
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -224,3 +225,26 @@ def test_backtest_from_the_database(make_settings, db, cbm, capsys, tmp_path) ->
 def test_backtest_from_an_empty_database_says_so(make_settings, cbm, capsys, tmp_path) -> None:
     assert cbm(make_settings(), "backtest", "--from-db", "--out", str(tmp_path)) == 1
     assert "no predictions" in capsys.readouterr().err
+
+
+def test_a_recorded_backtest_can_keep_only_rows_written_since_a_time(db) -> None:
+    """One demo run among several in the same database: older writes are left out."""
+    insert_predictions(db, "old-run", [40.0, 30.0, 20.0])
+    db.execute(
+        "INSERT INTO maintenance_event (asset_id, time, kind) VALUES ('old-run', %s, 'failure')",
+        (T0 + timedelta(seconds=3),),
+    )
+    db.execute("UPDATE prediction SET created_at = created_at - interval '1 hour'")
+    db.execute("UPDATE maintenance_event SET recorded_at = recorded_at - interval '1 hour'")
+    since = db.execute("SELECT now() - interval '1 minute'").fetchone()[0]
+    insert_predictions(db, "new-run", [40.0, 30.0, 20.0, 10.0])
+    db.execute(
+        "INSERT INTO maintenance_event (asset_id, time, kind) VALUES ('new-run', %s, 'failure')",
+        (T0 + timedelta(seconds=4),),
+    )
+    everything = recorded(db, hours_per_second=1.0)
+    this_run = recorded(db, hours_per_second=1.0, written_since=since)
+    assert everything is not None and this_run is not None
+    assert {s.asset_id for s in everything.series} == {"old-run", "new-run"}
+    assert [s.asset_id for s in this_run.series] == ["new-run"]
+    assert this_run.facts["predictions"] == 4 and this_run.facts["failures"] == 1
