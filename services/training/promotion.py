@@ -87,7 +87,7 @@ def insert_promotion(
             _finite_or_none(outcome.current_value),
             outcome.decision.value,
             by,
-            Jsonb(outcome.report),
+            Jsonb(json_ready(outcome.report)),
         ),
     )
 

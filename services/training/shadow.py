@@ -40,6 +40,7 @@ from services.prognostics.results import Backtest
 from services.prognostics.series import series_on_event_time
 from services.training.artifact import set_pointer
 from services.training.history import label_lives, read_events
+from services.training.promotion import json_ready
 
 # A side's rows: (time, rul, low, high, anomaly, running), the backtest's shape.
 Row = tuple[datetime, float, float, float, float, bool]
@@ -65,16 +66,19 @@ class Side:
     def summary(self) -> dict[str, Any]:
         """Return the scores as JSON-ready data."""
         t = self.backtest.totals
-        return {
-            "version": self.version,
-            "rmse": None if math.isnan(self.rmse) else self.rmse,
-            "failures": t.failures,
-            "warned": t.detected,
-            "false_alarms": t.false_alarms,
-            "precision": t.precision,
-            "recall": t.recall,
-            "median_warning_lead_hours": t.median_lead_hours,
-        }
+        summary: dict[str, Any] = json_ready(
+            {
+                "version": self.version,
+                "rmse": self.rmse,
+                "failures": t.failures,
+                "warned": t.detected,
+                "false_alarms": t.false_alarms,
+                "precision": t.precision,
+                "recall": t.recall,
+                "median_warning_lead_hours": t.median_lead_hours,
+            }
+        )
+        return summary
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,16 +102,19 @@ class Comparison:
 
     def report(self) -> dict[str, Any]:
         """Return the comparison as JSON-ready data (stored with a promotion)."""
-        return {
-            "pairs": self.pairs,
-            "assets": self.assets,
-            "first": None if self.first is None else self.first.isoformat(),
-            "last": None if self.last is None else self.last.isoformat(),
-            "scored_pairs": self.scored,
-            "mean_abs_diff_hours": self.mean_abs_diff_hours,
-            "live": self.live.summary(),
-            "shadow": self.shadow.summary(),
-        }
+        report: dict[str, Any] = json_ready(
+            {
+                "pairs": self.pairs,
+                "assets": self.assets,
+                "first": None if self.first is None else self.first.isoformat(),
+                "last": None if self.last is None else self.last.isoformat(),
+                "scored_pairs": self.scored,
+                "mean_abs_diff_hours": self.mean_abs_diff_hours,
+                "live": self.live.summary(),
+                "shadow": self.shadow.summary(),
+            }
+        )
+        return report
 
 
 def compare(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -209,7 +211,11 @@ def test_promote_keeps_a_shadow_that_is_not_better_unless_forced(
     assert current_version(models) == live and (models / "SHADOW").exists()
     assert db.execute("SELECT count(*) FROM model_promotion").fetchone()[0] == 0
 
+    # No pair had both models running: the mean difference is NaN, which jsonb refuses.
+    unpaired = dataclasses.replace(worse, mean_abs_diff_hours=math.nan)
+    monkeypatch.setattr(shadow_cli, "_compare", lambda *_: (candidate, unpaired))
     assert shadow_command(settings, "promote", "--by", "pytest", "--force") == 0
     assert current_version(models) == candidate and not (models / "SHADOW").exists()
     (row,) = db.execute("SELECT decision, decided_by, report FROM model_promotion").fetchall()
     assert row[:2] == ("promoted", "pytest") and row[2]["forced"] is True
+    assert row[2]["shadow"]["mean_abs_diff_hours"] is None
