@@ -6,6 +6,7 @@ import itertools
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cbm.settings import AssetsSettings, FeaturesSettings
 from services.features import core as features_core
@@ -58,18 +59,25 @@ def test_outer_race_fault_is_explained_by_bpfo_or_vibration_energy_not_temperatu
     assert sum(tops[f] for f in VIBRATION) >= 0.8 * late, tops
 
 
-class _NeverAtCap:
-    """The same model, claiming a cap no prediction reaches, so no row skips the occlusion."""
+class _Counting:
+    """The same model, counting the rows it predicts; ``never_at_cap`` claims a cap no
+    prediction reaches, so no row skips the occlusion."""
 
-    def __init__(self, model: RulModel) -> None:
+    def __init__(self, model: RulModel, *, never_at_cap: bool) -> None:
         self._model = model
+        self._extra = 1000.0 if never_at_cap else 0.0
+        self.rows = 0
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._model, name)
 
     @property
     def cap_hours(self) -> float:
-        return self._model.cap_hours + 1000.0
+        return self._model.cap_hours + self._extra
+
+    def predict(self, sequences: Any) -> Any:
+        self.rows += len(sequences)
+        return self._model.predict(sequences)
 
 
 def test_skipping_predictions_at_the_cap_changes_no_explanation() -> None:
@@ -85,8 +93,11 @@ def test_skipping_predictions_at_the_cap_changes_no_explanation() -> None:
             fstate, [ingested(w) for w in chunk], assets=assets, settings=FeaturesSettings()
         )
         batches.append(batch.vectors())
-    tops = {}
-    for name, served in (("skipping", model), ("explaining all", _NeverAtCap(model))):
+    tops, rows = {}, {}
+    for name, served in (
+        ("skipping", _Counting(model, never_at_cap=False)),
+        ("explaining all", _Counting(model, never_at_cap=True)),
+    ):
         state = core.InferenceState()
         for s in specs:
             state.assets[s.asset_id] = core.new_sequence(model.lookback, rules)
@@ -95,8 +106,11 @@ def test_skipping_predictions_at_the_cap_changes_no_explanation() -> None:
             state, predictions = core.step(state, vectors, served, rules)
             out += predictions
         tops[name] = [(p.asset_id, p.time, p.top_features) for p in out]
+        rows[name] = served.rows
         if name == "skipping":
             at_cap = sum(p.running and p.rul_hours >= model.cap_hours - 0.05 for p in out)
             explained = sum(bool(p.top_features) for p in out)
     assert at_cap > 100 and explained > 20, (at_cap, explained)
     assert tops["skipping"] == tops["explaining all"]
+    # The skip is real: at-cap rows cost one model row each, not one per feature too.
+    assert rows["skipping"] < rows["explaining all"] - at_cap, rows
