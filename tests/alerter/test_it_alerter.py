@@ -205,10 +205,11 @@ def test_malformed_predictions_are_dead_lettered(make_settings, broker, db, rece
         feed.raw("pump-2", b"{not a frame")
         bad = orjson.loads(encode_prediction(prediction("pump-2", feed.start, 40.0)))
         bad["rul_low"] = 90.0  # above the point estimate
-        # One bad prediction in a frame: the good one beside it still counts.
+        # One bad prediction in a frame: the good one beside it still counts (with the
+        # debounce of 2, the alert below needs it).
         good = prediction("pump-2", feed.start + timedelta(seconds=1), 45.0)
-        feed.raw("pump-2", encode_frame(FrameKind.PREDICTIONS, {"predictions": [bad]}))
-        feed.send([good])
+        mixed = {"predictions": [bad, orjson.loads(encode_prediction(good))]}
+        feed.raw("pump-2", encode_frame(FrameKind.PREDICTIONS, mixed))
         other = (partition_of("pump-2", feed.partitions) + 1) % feed.partitions
         wrong = encode_predictions([prediction("pump-2", feed.start, 40.0)])
         feed.pub.send([(feed.topics.rul(other), wrong)])  # another partition's topic

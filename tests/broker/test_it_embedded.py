@@ -109,24 +109,37 @@ def test_a_session_queues_while_its_client_is_away_and_a_clean_start_drops_it(em
     sub.subscribe("plant/#")
     sub.close()
     pub = Publisher(embedded.host, embedded.port)
-    pub.send([("plant/a", b"1"), ("plant/b/c", b"2"), ("other", b"no")])
-    back = Client(embedded, cid)
-    eventually(lambda: back.payloads() == [b"1", b"2"], message="queued while away")
-    back.close()
-    fresh = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=cid,
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    flags: list[Any] = []
-    fresh.on_connect = lambda _c, _u, f, _r, _p: flags.append(f)
-    fresh.connect(embedded.host, embedded.port, clean_start=True)
-    fresh.loop_start()
-    eventually(lambda: flags, message="connack")
-    assert not flags[0].session_present
-    fresh.disconnect()
-    fresh.loop_stop()
-    pub.close()
+    try:
+        pub.send([("plant/a", b"1"), ("plant/b/c", b"2"), ("other", b"no")])
+        back = Client(embedded, cid)
+        eventually(lambda: back.payloads() == [b"1", b"2"], message="queued while away")
+        back.close()
+        pub.send([("plant/a", b"queued")])  # waits in the session for cid
+        fresh = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=cid,
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        flags: list[Any] = []
+        got: list[bytes] = []
+        fresh.on_connect = lambda _c, _u, f, _r, _p: flags.append(f)
+        fresh.on_message = lambda _c, _u, m: got.append(m.payload)
+        fresh.connect(embedded.host, embedded.port, clean_start=True)
+        fresh.loop_start()
+        eventually(lambda: flags, message="connack")
+        assert not flags[0].session_present
+        fresh.disconnect()
+        fresh.loop_stop()
+        again = Client(embedded, cid)
+        try:
+            again.subscribe("plant/#")
+            pub.send([("plant/a", b"sentinel")])
+            eventually(lambda: again.payloads() == [b"sentinel"], message="only the sentinel")
+            assert got == [], "the clean start must not deliver the old session's queue"
+        finally:
+            again.close()
+    finally:
+        pub.close()
 
 
 def test_retained_messages_and_the_last_will(embedded) -> None:
