@@ -16,12 +16,12 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
@@ -39,6 +39,8 @@ from cbm.worker import Effects
 from services.features.columns import FEATURE_NAMES
 from services.inference import core, store
 from services.inference.model import CURRENT_FILE, SHADOW_FILE, RulModel, shadow_version
+
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,10 @@ class InferenceStage:
             return effects
         vectors = _concat(frames)
         self._forget_renewed()
+        # Every database read before any state changes: a read that fails makes the
+        # worker retry the batch, which must find the sequences as they were.
         self._rebuild(vectors, model, self.state)
+        self._shadow_guarded(lambda shadow: self._rebuild(vectors, shadow, self.shadow_state))
         self.state, predictions = core.step(self.state, vectors, model, self.rules)
         effects.shadow = self._shadow_step(vectors)
         received = dict(
@@ -184,21 +189,27 @@ class InferenceStage:
         self._resets = resets
 
     def _shadow_step(self, vectors: FeatureVectors) -> list[PredictionMessage]:
-        shadow = self.shadow
-        if shadow is None:
-            return []
-        try:
-            self._rebuild(vectors, shadow, self.shadow_state)
+        def step(shadow: RulModel) -> list[PredictionMessage]:
             self.shadow_state, predicted = core.step(
                 self.shadow_state, vectors, shadow, self._shadow_rules
             )
+            return predicted
+
+        return self._shadow_guarded(step) or []
+
+    def _shadow_guarded(self, action: Callable[[RulModel], R]) -> R | None:
+        """Return ``action`` run on the shadow model, if any; a failing shadow is switched off."""
+        shadow = self.shadow
+        if shadow is None:
+            return None
+        try:
+            return action(shadow)
         except psycopg.Error:
             raise  # the database, not the shadow: the worker retries the batch
         except Exception:
             log.exception("shadow model %s failed; it is off until SHADOW changes", shadow.version)
             self.shadow = None
-            return []
-        return predicted
+            return None
 
     def _rebuild(
         self, vectors: FeatureVectors, model: RulModel, state: core.InferenceState

@@ -23,6 +23,7 @@ from services.alerter.policy import AlertRules
 from services.features.extract import FEATURE_NAMES, FEATURE_SET_VERSION
 from services.features.store import write_vectors
 from services.inference import core
+from services.inference import store as inference_store
 from services.inference.model import RulModel, content_version, current_version
 from services.inference.stage import InferenceStage
 from services.prognostics.backtest import run_backtest
@@ -30,7 +31,7 @@ from services.training import shadow_cli
 from services.training.artifact import set_pointer
 from services.training.dataset import FeatureTable, FleetConfig, simulate_table
 from services.training.shadow import Comparison, Side
-from tests.support.inference import run_batch, step
+from tests.support.inference import feature_message, run_batch, step
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -78,7 +79,7 @@ def shadow_command(settings: Any, *argv: str) -> int:
 
 
 def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
-    make_settings, db: psycopg.Connection[Any], tmp_path, capsys
+    make_settings, db: psycopg.Connection[Any], tmp_path, capsys, monkeypatch
 ) -> None:
     models = tmp_path / "models"
     shutil.copytree(MODELS, models)
@@ -123,6 +124,20 @@ def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
         stage.prepare(pool)
         half = len(vectors) // 2
         first = fleet_vectors(table, order[:half])
+        # The shadow's history read fails once (database trouble): the worker retries
+        # the batch, and the live rows of the retry must be the uninterrupted ones.
+        loads = {"n": 0}
+        load_history = inference_store.load_history
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            loads["n"] += 1
+            if loads["n"] == 2:
+                raise psycopg.OperationalError("connection lost")
+            return load_history(*args, **kwargs)
+
+        monkeypatch.setattr(inference_store, "load_history", flaky)
+        with pytest.raises(psycopg.OperationalError):
+            stage.compute([feature_message(stage, first)])
         effects = step(stage, pool, first)
         # Only the live model's rows are published and stored as predictions.
         per_asset = [m for m in effects.messages if "/predictions/" in m.topic]
@@ -149,6 +164,12 @@ def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
         assert max(abs(stored[k] - expected[k]) for k in expected) < 1e-3
         live_expected = offline(RulModel.load(models, bad), vectors, settings)
         assert max(abs(live_expected[k] - expected[k]) for k in expected) > 1.0
+        live = dict(
+            ((a, t), r)
+            for a, t, r in db.execute("SELECT asset_id, time, rul_hours FROM prediction")
+        )
+        assert live.keys() == live_expected.keys()
+        assert max(abs(live[k] - live_expected[k]) for k in live_expected) < 1e-3
 
         assert shadow_command(settings, "status", "--json") == 0
         report = json.loads(capsys.readouterr().out)
@@ -157,7 +178,6 @@ def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
         assert report["shadow"]["rmse"] < report["live"]["rmse"]
         assert shadow_command(settings, "status") == 0
         text = capsys.readouterr().out
-        print(text)
         assert f"shadow {good} beside live {bad}" in text
         assert f"{len(vectors)} paired predictions of 2 assets" in text
 
