@@ -141,6 +141,8 @@ def mark_acked(conn: Conn, asset_id: str, channel: Channel, episode: int, by: st
 
 # -- outbox: writing ------------------------------------------------------------
 
+# The kinds that close an episode, as SQL literals (from Kind.ends_episode).
+_ENDING = ", ".join(f"'{k.value}'" for k in Kind if k.ends_episode)
 _INSERT_ALERT = f"""
 INSERT INTO {tables.ALERT}
     (key, receiver, asset_id, channel, kind, level, previous_level, episode,
@@ -153,7 +155,7 @@ SELECT %(key)s, %(receiver)s, %(asset_id)s, %(channel)s, %(kind)s, %(level)s,
 WHERE NOT %(needs_incident)s OR EXISTS (
     SELECT 1 FROM {tables.ALERT}
     WHERE asset_id = %(asset_id)s AND channel = %(channel)s AND episode = %(episode)s
-      AND receiver = 'pagerduty' AND kind NOT IN ('resolve', 'renewed'))
+      AND receiver = 'pagerduty' AND kind NOT IN ({_ENDING}))
 ON CONFLICT (key, receiver) DO NOTHING
 """
 
