@@ -8,6 +8,7 @@ before any work starts instead of meaning something else or failing late.
 from __future__ import annotations
 
 import argparse
+import getpass
 import math
 
 
@@ -56,6 +57,14 @@ def count(text: str) -> int:
 def non_negative_count(text: str) -> int:
     """Parse a whole number >= 0."""
     return _whole(text, minimum=0, complaint="must be >= 0")
+
+
+def login_name() -> str:
+    """Return who runs the command (the default of ``--by``), or "unknown" in a bare container."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _whole(text: str, *, minimum: int, complaint: str) -> int:

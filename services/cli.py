@@ -146,13 +146,3 @@ def _config(settings: Settings, _args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def login_name() -> str:
-    """Return who runs the command (for --by defaults), or "unknown" in a bare container."""
-    import getpass  # noqa: PLC0415
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

@@ -22,6 +22,7 @@ from services.cli import main
         (["backtest", "--simulate", "0"], "--simulate: need at least one asset"),
         (["backtest", "--cost-miss", "-1"], "--cost-miss: must be >= 0"),
         (["demo", "--assets", "0"], "--assets: need at least one asset"),
+        (["shadow", "status", "--speedup", "0"], "--speedup: must be > 0"),
         (["demo", "--minutes", "-5"], "--minutes: must be > 0"),
     ],
 )

@@ -21,7 +21,7 @@ from cbm.settings import Settings
 from cbm.topics import validate_asset_id
 from services.alerter.levels import Channel
 from services.alerter.state import AssetAlertState
-from services.cli import login_name
+from services.argtypes import login_name
 
 _RECENT = 20
 _POLL_S = 0.2

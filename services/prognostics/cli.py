@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from cbm.settings import Settings
-from services.argtypes import fleet_size, non_negative, positive, share
-from services.cli import login_name
+from services.argtypes import fleet_size, login_name, non_negative, positive, share
 from services.prognostics.events import EventKind
 
 if TYPE_CHECKING:

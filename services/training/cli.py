@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from cbm.errors import SettingsError
 from cbm.settings import Settings
-from services.cli import login_name
+from services.argtypes import login_name
 from services.training import arguments, defaults
 
 if TYPE_CHECKING:

@@ -137,8 +137,9 @@ def shuffle_target(data: SplitData, seed: int) -> SplitData:
     return dataclasses.replace(data, target=data.target[order], true_rul=data.true_rul[order])
 
 
-def describe_data(table: FeatureTable, split: Split, prepared: Prepared) -> dict[str, Any]:
+def describe_data(prepared: Prepared) -> dict[str, Any]:
     """Return the data section of meta.json: source, split and sizes."""
+    table, split = prepared.table, prepared.split
     return {
         **table.meta,
         "split": {

@@ -99,17 +99,12 @@ def held_out_assets(split: Split, fleet: Mapping[str, Any], current: ModelMeta |
     data = current.document.get("data", {})
     if "split" not in data:
         return list(split.test)
-    seen = {_unit_key(asset) for asset in [*data["split"]["train"], *data["split"]["validation"]]}
+    seen = {machine_of(asset) for asset in [*data["split"]["train"], *data["split"]["validation"]]}
     return [
         asset
         for asset in split.test
-        if _unit_key(asset) not in seen or _machines_of(asset, data) != _machines_of(asset, fleet)
+        if machine_of(asset) not in seen or _machines_of(asset, data) != _machines_of(asset, fleet)
     ]
-
-
-def _unit_key(asset: str) -> str:
-    """Return what must not repeat: a simulated asset, or the machine of a recorded life."""
-    return machine_of(asset) if is_life_id(asset) else asset
 
 
 def score_on(model: RulModel, table: FeatureTable, assets: Sequence[str]) -> Scores:

@@ -29,7 +29,6 @@ from cbm.errors import ModelError
 from cbm.messages import to_micros
 from services.alerter.policy import AlertRules
 from services.inference.model import (
-    CURRENT_FILE,
     SHADOW_FILE,
     RulModel,
     current_version,
@@ -38,7 +37,7 @@ from services.inference.model import (
 from services.prognostics.backtest import run_backtest
 from services.prognostics.results import Backtest
 from services.prognostics.series import series_on_event_time
-from services.training.artifact import set_pointer
+from services.training.artifact import set_current, set_pointer
 from services.training.history import label_lives, read_events
 from services.training.promotion import json_ready
 
@@ -207,7 +206,7 @@ def stop(models_dir: Path) -> str | None:
 def promote(models_dir: Path, version: str) -> str:
     """Make the shadow ``version`` live and end shadow mode; return the version it replaced."""
     before = current_version(models_dir)
-    set_pointer(models_dir, CURRENT_FILE, version)
+    set_current(models_dir, version)
     stop(models_dir)
     return before
 

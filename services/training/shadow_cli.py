@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cbm.settings import Settings
-from services.cli import login_name
+from services.argtypes import login_name, positive
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +30,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p = sub.add_parser(name, help=text)
         p.add_argument(
             "--speedup",
-            type=float,
+            type=positive,
             default=1.0,
             help="operating hours per hour of event time (the simulator's --speedup)",
         )

@@ -113,7 +113,7 @@ def fit_and_write(
         "quantiles": list(network.QUANTILES),
         "offsets": offsets,
         "coverage": config.coverage,
-        "data": describe_data(prepared.table, prepared.split, prepared),
+        "data": describe_data(prepared),
         "training": training,
         "created_at": now,
     }
