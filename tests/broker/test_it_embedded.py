@@ -239,3 +239,30 @@ def test_an_empty_client_id_gets_one_assigned(embedded) -> None:
     finally:
         anon.disconnect()
         anon.loop_stop()
+
+
+def test_a_second_connection_with_the_same_id_takes_over_and_the_first_will_goes_out(
+    embedded,
+) -> None:
+    watcher = Client(embedded, f"w-{uuid.uuid4().hex[:6]}")
+    watcher.subscribe("status/#")
+    first = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id="twin",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    reasons: list[Any] = []
+    first.on_disconnect = lambda _c, _u, _f, reason, _p: reasons.append(reason)
+    first.will_set("status/twin", b"taken over", qos=1)
+    first.connect(embedded.host, embedded.port)
+    first.loop_start()
+    try:
+        eventually(first.is_connected, message="first twin connected")
+        second = Client(embedded, "twin")
+        eventually(lambda: b"taken over" in watcher.payloads(), message="the first one's will")
+        eventually(lambda: reasons, message="the first one is told")
+        assert reasons[0].value == 0x8E  # session taken over
+        second.close()
+    finally:
+        first.loop_stop()
+        watcher.close()
