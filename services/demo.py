@@ -31,7 +31,7 @@ import psycopg
 import yaml
 
 from cbm import tables
-from cbm.db import conninfo
+from cbm.db import connect
 from cbm.migrate import migrate
 from cbm.settings import CONFIG_ENV, SECRET_ENV, Settings, from_mapping
 from services.supervisor import Supervisor
@@ -142,9 +142,9 @@ def _start_postgres(embedded: Embedded) -> str:
 
 
 def _connect(settings: Settings, url: str) -> psycopg.Connection[Any]:
-    """Connect to ``url`` as the settings would (password from the environment)."""
+    """Connect to ``url`` as the settings would (password, statement timeout)."""
     at = settings.model_copy(update={"database": settings.database.model_copy(update={"url": url})})
-    return psycopg.connect(conninfo(at), autocommit=True)
+    return connect(at, autocommit=True)
 
 
 def _ensure_database(settings: Settings, url: str, name: str = "cbm_demo") -> str:
