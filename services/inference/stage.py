@@ -129,7 +129,7 @@ class InferenceStage:
         if not frames:
             return effects
         vectors = _concat(frames)
-        self._forget_renewed()
+        self._forget_renewed(vectors)
         # Every database read before any state changes: a read that fails makes the
         # worker retry the batch, which must find the sequences as they were.
         self._rebuild(vectors, model, self.state)
@@ -164,29 +164,40 @@ class InferenceStage:
         store.write_predictions(conn, effects.predictions, effects.received_at)
         store.write_shadow(conn, effects.shadow)
 
-    def _forget_renewed(self) -> None:
-        """Drop the sequence of every asset repaired or replaced since the last look.
+    def _forget_renewed(self, vectors: FeatureVectors) -> None:
+        """Drop the sequences that belong to a life a repair or replacement has ended.
 
-        The next vector of such an asset rebuilds its sequence and healthy
-        baseline from the rows of its new life only (see store.load_history).
+        Decided by event time, as the alerter does: a sequence still in the old
+        life is dropped when the batch brings the asset's first vector after the
+        event, even if the event was recorded long before (a backlog). The next
+        step rebuilds sequence and baseline from the new life's rows only (see
+        store.load_history).
         """
-        if time.monotonic() < self._next_reset_check:
+        if time.monotonic() >= self._next_reset_check:
+            self._next_reset_check = time.monotonic() + self.settings.inference.reload_check_s
+            assert self._pool is not None
+            with self._pool.connection() as conn:
+                self._resets = latest_resets(conn)
+        if not self._resets:
             return
-        self._next_reset_check = time.monotonic() + self.settings.inference.reload_check_s
-        assert self._pool is not None
-        with self._pool.connection() as conn:
-            resets = latest_resets(conn)
-        for asset_id, began in resets.items():
-            if self._resets.get(asset_id) == began:
-                continue
-            self.shadow_state.assets.pop(asset_id, None)
-            if self.state.assets.pop(asset_id, None) is not None:
-                log.info(
-                    "%s was repaired or replaced at %s: its sequence starts again",
-                    asset_id,
-                    began.isoformat(),
-                )
-        self._resets = resets
+        newest: dict[str, datetime] = {}
+        for asset_id, t in zip(vectors.asset_ids, vectors.times, strict=True):
+            if asset_id in self._resets and (asset_id not in newest or t > newest[asset_id]):
+                newest[asset_id] = t
+        for asset_id, t in newest.items():
+            began = self._resets[asset_id]
+            if t <= began:
+                continue  # still the old life (a backlog from before the event)
+            for state in (self.state, self.shadow_state):
+                seq = state.assets.get(asset_id)
+                if seq is not None and seq.last_time is not None and seq.last_time <= began:
+                    del state.assets[asset_id]
+                    if state is self.state:
+                        log.info(
+                            "%s was repaired or replaced at %s: its sequence starts again",
+                            asset_id,
+                            began.isoformat(),
+                        )
 
     def _shadow_step(self, vectors: FeatureVectors) -> list[PredictionMessage]:
         def step(shadow: RulModel) -> list[PredictionMessage]:

@@ -111,3 +111,44 @@ def test_replacement_restarts_sequence_live_and_after_a_restart(
     finally:
         pool.close()
     assert db.execute("SELECT count(*) FROM prediction").fetchone()[0] == len(old) + len(new)
+
+
+def test_a_replacement_recorded_before_a_backlog_applies_at_its_event_time(
+    make_settings, db: psycopg.Connection[Any], lives
+) -> None:
+    """The event is known before the old life's vectors arrive: they still count as old."""
+    old, new = lives
+    settings = make_settings(
+        inference={
+            "models_dir": str(MODELS),
+            "baseline_vectors": 3,
+            "explain_top": 0,
+            "reload_check_s": 0.001,
+        }
+    )
+    db.execute(
+        "INSERT INTO maintenance_event (asset_id, time, kind, note, recorded_by) "
+        "VALUES (%s, %s, 'replacement', 'new bearing', 'test')",
+        (ASSET, REPLACED_AT),
+    )
+    head, last = vectors(new.values[:7], 13), vectors(new.values[7:], 20)
+    pool = open_pool(settings, name="test-renewal-backlog")
+    try:
+        pool.wait()
+        live = InferenceStage(settings)
+        live.prepare(pool)
+        for batch in (old, head, last):
+            with pool.connection() as conn, conn.transaction():
+                write_vectors(conn, batch)
+        backlog = run_batch(live, pool, old)
+        run_batch(live, pool, head)
+        (got,) = run_batch(live, pool, last)
+    finally:
+        pool.close()
+    # The old life's rows continue the old sequence; the new life starts afresh.
+    assert backlog[-1].rul_hours == pytest.approx(
+        offline(old, settings=settings).rul_hours, abs=1e-3
+    )
+    expected = offline(new, settings=settings)
+    assert got.rul_hours == pytest.approx(expected.rul_hours, abs=1e-3)
+    assert got.anomaly_score == pytest.approx(expected.anomaly_score, abs=1e-3)
