@@ -26,7 +26,7 @@ from psycopg import sql
 
 from cbm import tables
 from cbm.errors import ModelError
-from cbm.messages import to_micros
+from cbm.messages import from_micros, to_micros
 from services.alerter.policy import AlertRules
 from services.inference.model import (
     SHADOW_FILE,
@@ -38,7 +38,7 @@ from services.prognostics.backtest import run_backtest
 from services.prognostics.results import Backtest
 from services.prognostics.series import series_on_event_time
 from services.training.artifact import set_current, set_pointer
-from services.training.history import label_lives, read_events
+from services.training.history import FAILURE_KINDS, label_lives, read_events
 from services.training.promotion import json_ready
 
 # A side's rows: (time, rul, low, high, anomaly, running), the backtest's shape.
@@ -120,7 +120,6 @@ def compare(
     conn: psycopg.Connection[Any],
     version: str,
     *,
-    failures: Mapping[str, Sequence[datetime]],
     rules: AlertRules,
     overrides: Mapping[str, AlertRules] | None = None,
     cap_hours: float,
@@ -142,12 +141,18 @@ def compare(
     times = [row[0] for rows in live.values() for row in rows]
     origin = min(times) if times else None
     # The true RUL of a row as training labels it: the time to the failure that
-    # ends its life; a repair or replacement first leaves it unknown (inf).
+    # ends its life; a repair or replacement first leaves it unknown (inf). One
+    # read of the events serves the labels and the backtest's failures.
+    events = read_events(conn)
+    failures = {
+        asset: [from_micros(t) for t, kind in evs if kind in FAILURE_KINDS]
+        for asset, evs in events.items()
+    }
     ordered = sorted(live)
     truth = label_lives(
         np.array([a for a in ordered for _ in live[a]]),
         np.array([to_micros(row[0]) for a in ordered for row in live[a]], dtype=np.int64),
-        read_events(conn),
+        events,
         hours_per_second=hours_per_second,
     ).rul_hours
     scored_rows = np.isfinite(truth) & (truth <= cap_hours)
@@ -162,7 +167,7 @@ def compare(
                 hours_per_second=hours_per_second,
             )
             for asset, rows in sorted(rows_of.items())
-            if origin is not None
+            if origin is not None  # always, when there are rows
         ]
         predicted = np.array([row[1] for a in ordered for row in rows_of[a]])
         errors = (predicted - truth)[scored_rows]

@@ -123,7 +123,6 @@ def _compare(settings: Settings, args: argparse.Namespace) -> tuple[str, Any] | 
     from cbm.db import connect  # noqa: PLC0415
     from services.alerter.config import check_overrides, rules_for  # noqa: PLC0415
     from services.inference.model import current_version, shadow_version  # noqa: PLC0415
-    from services.prognostics.store import failure_times  # noqa: PLC0415
     from services.training import shadow  # noqa: PLC0415
 
     models_dir = settings.inference.models_dir
@@ -137,7 +136,6 @@ def _compare(settings: Settings, args: argparse.Namespace) -> tuple[str, Any] | 
         comparison = shadow.compare(
             conn,
             version,
-            failures=failure_times(conn),
             rules=rules_for(alerting, ""),
             overrides={a: rules_for(alerting, a) for a in alerting.overrides},
             cap_hours=shadow.caps(models_dir, version, current_version(models_dir)),
