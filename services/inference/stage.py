@@ -234,7 +234,11 @@ class InferenceStage:
         assert self._pool is not None
         with self._pool.connection() as conn:
             stored = store.load_history(
-                conn, before, lookback=model.lookback, baseline=self.rules.baseline_vectors
+                conn,
+                before,
+                lookback=model.lookback,
+                baseline=self.rules.baseline_vectors,
+                shadow_version=model.version if state is self.shadow_state else None,
             )
         for asset_id, history in stored.items():
             recent: list[core.FloatArray] = (

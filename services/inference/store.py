@@ -46,12 +46,14 @@ def load_history(
     *,
     lookback: int,
     baseline: int,
+    shadow_version: str | None = None,
 ) -> dict[str, StoredHistory]:
     """Return each asset's last ``lookback`` and first ``baseline`` running vectors before a time.
 
     Only the life the time falls in counts: rows from before the asset's latest
     repair or replacement belong to the old bearing. Three queries for all
-    assets at once, whatever their number.
+    assets at once, whatever their number. The last RUL comes from the live
+    ``prediction`` rows, or with ``shadow_version`` from that shadow model's own.
     """
     assets = sorted(before)
     times = [before[a] for a in assets]
@@ -70,16 +72,22 @@ def load_history(
         for row in conn.execute(query, (assets, times, list(RESET_KINDS), limit)):
             values = np.array(row[2:], dtype=np.float64)  # NULL -> NaN
             getattr(out[str(row[0])], target).append(values)
+    params: tuple[str, ...] = ()
+    if shadow_version is None:
+        source, version = tables.PREDICTION, sql.SQL("")
+    else:
+        source, version = tables.SHADOW_PREDICTION, sql.SQL(" AND p.model_version = %s")
+        params = (shadow_version,)
     for asset_id, time, rul, low, high in conn.execute(
         sql.SQL(
             """SELECT DISTINCT ON (p.asset_id) p.asset_id, p.time, p.rul_hours, p.rul_low,
                       p.rul_high
                FROM {table} p
                JOIN ({life}) q ON p.asset_id = q.asset_id AND p.time < q.before
-               WHERE p.time > q.began
+               WHERE p.time > q.began{version}
                ORDER BY p.asset_id, p.time DESC"""
-        ).format(table=sql.Identifier(tables.PREDICTION), life=_LIFE),
-        (assets, times, list(RESET_KINDS)),
+        ).format(table=sql.Identifier(source), life=_LIFE, version=version),
+        (assets, times, list(RESET_KINDS), *params),
     ):
         history = out[str(asset_id)]
         assert isinstance(time, datetime)

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import math
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +239,27 @@ def test_promote_keeps_a_shadow_that_is_not_better_unless_forced(
     (row,) = db.execute("SELECT decision, decided_by, report FROM model_promotion").fetchall()
     assert row[:2] == ("promoted", "pytest") and row[2]["forced"] is True
     assert row[2]["shadow"]["mean_abs_diff_hours"] is None
+
+
+def test_a_shadow_sequence_resumes_from_its_own_last_rul_not_the_live_models(db) -> None:
+    t = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    db.execute(
+        "INSERT INTO prediction (asset_id, time, received_at, rul_hours, rul_low, rul_high,"
+        " health_index, anomaly_score, running, model_version)"
+        " VALUES ('fan-1', %s, %s, 10, 8, 12, 0.2, 0, true, 'm-live')",
+        (t, t),
+    )
+    db.execute(
+        "INSERT INTO shadow_prediction (asset_id, time, model_version, rul_hours, rul_low,"
+        " rul_high, anomaly_score, running) VALUES"
+        " ('fan-1', %s, 'm-shadow', 50, 45, 55, 0, true),"
+        " ('fan-1', %s, 'm-older', 30, 25, 35, 0, true)",
+        (t, t + timedelta(minutes=1)),
+    )
+    later = {"fan-1": t + timedelta(hours=1)}
+    live = inference_store.load_history(db, later, lookback=3, baseline=3)
+    shadow = inference_store.load_history(
+        db, later, lookback=3, baseline=3, shadow_version="m-shadow"
+    )
+    assert live["fan-1"].last_rul == (10.0, 8.0, 12.0)
+    assert shadow["fan-1"].last_rul == (50.0, 45.0, 55.0)
