@@ -88,7 +88,6 @@ class InferenceStage:
         self._shadow_mtime = 0.0
         self._next_check = 0.0
         self._resets: dict[str, datetime] = {}
-        self._next_reset_check = 0.0
 
     def subscriptions(self) -> Sequence[str]:
         """Return the filter of every features partition."""
@@ -104,7 +103,7 @@ class InferenceStage:
 
     def compute(self, batch: Sequence[Inbound]) -> InferenceEffects:
         """Decode feature frames, rebuild unknown assets, predict all rows in one call."""
-        self._maybe_reload()
+        self._poll()
         model = self.model
         assert model is not None
         frames: list[FeatureVectors] = []
@@ -173,11 +172,6 @@ class InferenceStage:
         step rebuilds sequence and baseline from the new life's rows only (see
         store.load_history).
         """
-        if time.monotonic() >= self._next_reset_check:
-            self._next_reset_check = time.monotonic() + self.settings.inference.reload_check_s
-            assert self._pool is not None
-            with self._pool.connection() as conn:
-                self._resets = latest_resets(conn)
         if not self._resets:
             return
         newest: dict[str, datetime] = {}
@@ -273,11 +267,19 @@ class InferenceStage:
         except OSError:
             return 0.0
 
-    def _maybe_reload(self) -> None:
-        if self._pinned or time.monotonic() < self._next_check:
+    def _poll(self) -> None:
+        """Every ``reload_check_s``: read the repairs; look at SHADOW, and CURRENT unless pinned."""
+        if time.monotonic() < self._next_check:
             return
         self._next_check = time.monotonic() + self.settings.inference.reload_check_s
+        assert self._pool is not None
+        with self._pool.connection() as conn:
+            self._resets = latest_resets(conn)
         self._maybe_reload_shadow()
+        if not self._pinned:
+            self._maybe_reload_current()
+
+    def _maybe_reload_current(self) -> None:
         if self._current_stat() == self._current_mtime:
             return
         try:
