@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +32,7 @@ from cbm import tables
 from cbm.db import connect
 from cbm.migrate import migrate
 from cbm.settings import CONFIG_ENV, SECRET_ENV, Settings, from_mapping
+from services.broker.local import free_port, mosquitto_binary, start_embedded, start_mosquitto
 from services.supervisor import Supervisor
 
 HOME = Path(".demo")
@@ -48,12 +47,6 @@ class Embedded:
 
     broker: subprocess.Popen[bytes] | None = None
     postgres: Any = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -74,58 +67,19 @@ def services(settings: Settings, configured: bool) -> Iterator[tuple[dict[str, A
 
 
 def _start_broker(embedded: Embedded) -> int:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = _free_port()
-    if not Path(binary).exists():
+    port = free_port()
+    if mosquitto_binary() is None:
         print(
             "No mosquitto binary: using the embedded Python broker (in memory only; "
             "install mosquitto for persistence across broker restarts)."
         )
-        embedded.broker = subprocess.Popen(  # noqa: S603 - this interpreter, our module
-            [sys.executable, "-m", "services.broker", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        return _wait_broker(port)
+        embedded.broker = start_embedded(port)
+        return port
     workdir = (HOME / "mosquitto").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o777)  # mosquitto drops root before it writes its files
-    conf = [
-        line
-        for line in Path("mosquitto/mosquitto.conf").read_text().splitlines()
-        if not line.startswith(
-            (
-                "persistence_location",
-                "listener",
-                "allow_anonymous",
-                "password_file",
-                "acl_file",
-                "log_dest",
-            )
-        )
-    ]
-    conf += [
-        f"persistence_location {workdir}/",
-        f"log_dest file {workdir}/mosquitto.log",
-        f"listener {port} 127.0.0.1",
-        "allow_anonymous true",
-    ]
-    (workdir / "mosquitto.conf").write_text("\n".join(conf) + "\n")
-    embedded.broker = subprocess.Popen(  # noqa: S603 - the broker binary with our config
-        [binary, "-c", str(workdir / "mosquitto.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return _wait_broker(port)
-
-
-def _wait_broker(port: int) -> int:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return port
-        time.sleep(0.1)
-    raise SystemExit("cbm demo: the embedded broker did not start")
+    embedded.broker = start_mosquitto(workdir, port)
+    return port
 
 
 def _start_postgres(embedded: Embedded) -> str:

@@ -10,6 +10,7 @@ from services.alerter.outbox import AlertRow, Failed, Retry, Sent
 from services.alerter.outbox import Receiver as Dest
 from services.alerter.pagerduty import PagerDuty, event
 from services.alerter.slack import SlackWebApi, SlackWebhook
+from services.broker.local import free_port
 from tests.support.receiver import (
     API_PATH,
     NO_SERVICE,
@@ -20,7 +21,6 @@ from tests.support.receiver import (
     Reply,
     rate_limited,
 )
-from tests.support.services import free_port
 
 MESSAGE = RenderedMessage(
     text="hello",

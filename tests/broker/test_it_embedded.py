@@ -16,9 +16,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from services.broker.local import free_port
 from tests.ingest.test_it_ingest import check_kill_9_before_ack
 from tests.support.mqtt import Publisher, eventually
-from tests.support.services import Broker, free_port
+from tests.support.services import Broker
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from cbm.settings import Settings, from_mapping
+from services.broker.local import free_port
 from services.grafana.cli import register
 from tests.grafana.dashboards import DASHBOARD_DIR
 from tests.grafana.fake_grafana import FakeGrafana
-from tests.support.services import free_port
 
 SETTINGS = from_mapping({"database": {"url": "postgresql://db.example:6543/plant"}})
 ENV = {"GRAFANA_DB_PASSWORD": "s3cret-reader"}

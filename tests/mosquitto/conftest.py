@@ -31,9 +31,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cbm.topics import Topics
+from services.broker.local import free_port
+from services.broker.local import mosquitto_binary as installed_mosquitto
 from services.mqttadmin.accounts import add_device, add_user
 from services.mqttadmin.acl import STACK_USERS, Role
-from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_CONF = ROOT / "mosquitto" / "mosquitto.conf"
@@ -43,8 +44,8 @@ PROTOCOLS = {"v5": MQTTProtocolVersion.MQTTv5, "v311": MQTTProtocolVersion.MQTTv
 
 
 def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(found).exists():
+    found = installed_mosquitto()
+    if found is None:
         pytest.skip("mosquitto is not installed")
     return found
 

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from services.broker.local import free_port
 from services.prognostics.events import EventKind, MaintenanceEvent
 from services.simulator import cli
 from services.simulator.fleet import make_fleet
 from services.simulator.recorder import FailureRecorder, failure_event
 from services.simulator.run import publish_fleet
 from tests.support.mqtt import eventually
-from tests.support.services import free_port
 
 SPEEDUP = 3600 * 200  # 200 operating hours per second: lives of ~60 h end in a blink
 

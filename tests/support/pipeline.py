@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from cbm.settings import Settings
-from tests.support.services import free_port
+from services.broker.local import free_port
 from tests.support.workers import ProcessWorker
 
 STAGES = ("ingest", "features", "inference", "alerter")

@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,34 +23,14 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[2]
-PROJECT_BROKER_CONF = ROOT / "mosquitto" / "mosquitto.conf"
-# Lines of the stack's config that only make sense inside the container.
-_CONTAINER_ONLY = (
-    "persistence_location",
-    "listener",
-    "allow_anonymous",
-    "password_file",
-    "acl_file",
-    "log_dest",
+from services.broker.local import (
+    free_port,
+    mosquitto_binary,
+    start_embedded,
+    start_mosquitto,
 )
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -72,32 +48,10 @@ class Broker:
 
     def start(self) -> None:
         if self.embedded:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.broker", "--port", str(self.port)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            wait_port(self.host, self.port)
-            return
-        assert self.workdir is not None
-        conf = self.workdir / "mosquitto.conf"
-        kept = [
-            line
-            for line in PROJECT_BROKER_CONF.read_text().splitlines()
-            if not line.startswith(_CONTAINER_ONLY)
-        ]
-        conf.write_text(
-            "\n".join(kept)
-            + f"\npersistence_location {self.workdir}/\n"
-            + f"log_dest file {self.workdir}/mosquitto.log\n"
-            + f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-        )
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.process = subprocess.Popen(
-            [mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        wait_port(self.host, self.port)
+            self.process = start_embedded(self.port)
+        else:
+            assert self.workdir is not None
+            self.process = start_mosquitto(self.workdir, self.port)
 
     def kill(self) -> None:
         """Kill -9: no chance to save anything beyond the last autosave."""
@@ -137,9 +91,7 @@ def start_broker(tmp: Path) -> Broker:
     if url:
         parts = urlsplit(url)
         return Broker(parts.hostname or "127.0.0.1", parts.port or 1883)
-    embedded = os.environ.get("CBM_TEST_BROKER") == "embedded" or not (
-        shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
-    )
+    embedded = os.environ.get("CBM_TEST_BROKER") == "embedded" or mosquitto_binary() is None
     broker = Broker("127.0.0.1", free_port(), workdir=tmp, embedded=embedded)
     broker.start()
     return broker
