@@ -177,14 +177,10 @@ def publish_fleet(
                     pool.flush()
                     time.sleep(delay)
             pool.publish(message)
-            first_failure = (
-                message.kind == "window"
-                and message.window is not None
-                and message.window.failed
-                and message.asset_id not in tally.failed_assets
-            )
+            failed_before = len(tally.failed_assets)
             _count(tally, message, on_window)
-            if recorder is not None and first_failure and message.window is not None:
+            if recorder is not None and len(tally.failed_assets) > failed_before:
+                assert message.window is not None  # only a failed window adds an asset
                 recorder.record(
                     failure_event(message.asset_id, message.time, message.window.fault_mode)
                 )
