@@ -32,20 +32,24 @@ class Services:
 def services() -> Iterator[Services]:
     """Start a private Mosquitto (the project's config) and create a migrated scratch database."""
     workdir = broker_workdir()  # writable by the broker's own user: persistence works
-    broker = start_broker(workdir)
-    pg = find_postgres()
     name = f"cbm_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg.admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    broker: Broker | None = None
+    pg = None
     try:
+        broker = start_broker(workdir)
+        pg = find_postgres()
+        with psycopg.connect(pg.admin_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
         with psycopg.connect(pg.url_for(name), autocommit=True) as conn:
             migrate(conn)
         yield Services(broker, pg.url_for(name))
     finally:
-        broker.stop()
+        if broker is not None:
+            broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-        with psycopg.connect(pg.admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if pg is not None:
+            with psycopg.connect(pg.admin_url, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def client(broker: Broker, client_id: str, *, manual_ack: bool = False) -> paho.Client:
