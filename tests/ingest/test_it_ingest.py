@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +25,26 @@ def windows_seen(rec: Recorder, base: str) -> list[tuple[str, datetime]]:
     for m in rec.on(f"{base}/windows/"):
         keys.extend((w.asset_id, w.time) for w in decode_windows(m.payload))
     return keys
+
+
+@contextlib.contextmanager
+def ingest_rig(settings: Settings) -> Iterator[tuple[ThreadWorker, Recorder, Publisher]]:
+    """An ingest worker, a recorder of its windows and dead letters, and a publisher."""
+    host, port = settings.mqtt.host, settings.mqtt.port
+    topics = Topics(settings.base_topic)
+    rec = Recorder(
+        host, port, topics.stage_filter("windows"), f"{settings.base_topic}/deadletter/+"
+    )
+    try:
+        worker = ThreadWorker(settings, "ingest")
+        pub = Publisher(host, port)
+        try:
+            yield worker, rec, pub
+        finally:
+            worker.stop()
+            pub.close()
+    finally:
+        rec.close()
 
 
 def vibration(seq: int, t: datetime, n: int = 1000) -> bytes:
@@ -115,16 +137,8 @@ def test_bad_payload_is_dead_lettered_and_next_good_one_goes_through(
 ) -> None:
     settings = make_settings()
     topics = Topics(settings.base_topic)
-    rec = Recorder(
-        broker.host,
-        broker.port,
-        topics.stage_filter("windows"),
-        f"{settings.base_topic}/deadletter/+",
-    )
-    worker = ThreadWorker(settings, "ingest")
-    pub = Publisher(broker.host, broker.port)
     t0 = datetime.now(UTC) - timedelta(minutes=1)
-    try:
+    with ingest_rig(settings) as (worker, rec, pub):
         pub.send(
             [
                 (topics.raw("pump-2", "vibration"), b'{"schema_version": 1, "vibration": "oops"}'),
@@ -149,10 +163,6 @@ def test_bad_payload_is_dead_lettered_and_next_good_one_goes_through(
             "SELECT dead_letters, windows_accepted FROM asset WHERE asset_id = 'pump-2'"
         ).fetchone() == (1, 1)
         assert worker.thread.is_alive()
-    finally:
-        worker.stop()
-        pub.close()
-        rec.close()
 
 
 def test_kill_9_before_ack_loses_nothing(make_settings, broker, db_url, tmp_path: Path) -> None:
@@ -240,17 +250,9 @@ def test_batch_the_database_refuses_is_dead_lettered_whole_and_later_batches_flo
     )
     settings = make_settings(worker={"batch_max": 1, "retry_initial_s": 0.05})
     topics = Topics(settings.base_topic)
-    rec = Recorder(
-        broker.host,
-        broker.port,
-        topics.stage_filter("windows"),
-        f"{settings.base_topic}/deadletter/+",
-    )
-    worker = ThreadWorker(settings, "ingest")
-    pub = Publisher(broker.host, broker.port)
     t0 = datetime.now(UTC) - timedelta(minutes=1)
     refused = vibration(1, t0)
-    try:
+    with ingest_rig(settings) as (worker, rec, pub):
         pub.send(
             [
                 (topics.raw("pump-8", "vibration"), vibration(1, t0)),
@@ -276,7 +278,3 @@ def test_batch_the_database_refuses_is_dead_lettered_whole_and_later_batches_flo
             "SELECT asset_id, count(*) FROM ingest_window GROUP BY asset_id"
         ).fetchall() == [("pump-8", 2)]
         assert worker.thread.is_alive()
-    finally:
-        worker.stop()
-        pub.close()
-        rec.close()
