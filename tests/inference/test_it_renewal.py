@@ -25,6 +25,13 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 ASSET = "pump-1"
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 REPLACED_AT = T0 + timedelta(hours=12, minutes=30)
+# Short baseline, no explanations, and the repair table read at every batch.
+INFERENCE = {
+    "models_dir": str(MODELS),
+    "baseline_vectors": 3,
+    "explain_top": 0,
+    "reload_check_s": 0.001,
+}
 
 
 def vectors(values: np.ndarray, first_hour: int) -> FeatureVectors:
@@ -65,14 +72,7 @@ def test_replacement_restarts_sequence_live_and_after_a_restart(
     make_settings, db: psycopg.Connection[Any], lives
 ) -> None:
     old, new = lives
-    settings = make_settings(
-        inference={
-            "models_dir": str(MODELS),
-            "baseline_vectors": 3,
-            "explain_top": 0,
-            "reload_check_s": 0.001,
-        }
-    )
+    settings = make_settings(inference=INFERENCE)
     head, last = vectors(new.values[:7], 13), vectors(new.values[7:], 20)
     expected = offline(new, settings=settings)
     carried_over = offline(old, new, settings=settings)
@@ -118,14 +118,7 @@ def test_a_replacement_recorded_before_a_backlog_applies_at_its_event_time(
 ) -> None:
     """The event is known before the old life's vectors arrive: they still count as old."""
     old, new = lives
-    settings = make_settings(
-        inference={
-            "models_dir": str(MODELS),
-            "baseline_vectors": 3,
-            "explain_top": 0,
-            "reload_check_s": 0.001,
-        }
-    )
+    settings = make_settings(inference=INFERENCE)
     db.execute(
         "INSERT INTO maintenance_event (asset_id, time, kind, note, recorded_by) "
         "VALUES (%s, %s, 'replacement', 'new bearing', 'test')",
