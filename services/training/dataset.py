@@ -51,6 +51,10 @@ class FeatureTable:
     ``machine_id``, when given, names the machine each row belongs to; the
     split keeps all lives of a machine together. Without it each unit is its
     own machine.
+
+    ``severity``, when given, is the simulator's true defect severity in
+    [0, 1] of each window: ground truth no feature sees directly, kept to
+    measure how well any model could do (``services.training.floor``).
     """
 
     asset_id: npt.NDArray[np.str_]
@@ -61,6 +65,7 @@ class FeatureTable:
     fault_mode: npt.NDArray[np.str_]
     meta: dict[str, Any]
     machine_id: npt.NDArray[np.str_] | None = None
+    severity: npt.NDArray[np.float64] | None = None
 
     def __len__(self) -> int:
         return int(self.time_us.size)
@@ -114,6 +119,7 @@ def featurize(
     blocks: list[npt.NDArray[np.float64]] = []
     running: list[npt.NDArray[np.bool_]] = []
     rul: list[float] = []
+    severity: list[float] = []
     modes: list[str] = []
     for chunk in _chunks(windows, _BATCH):
         state, batch = step(state, [ingested(w) for w in chunk], assets=assets, settings=features)
@@ -123,6 +129,7 @@ def featurize(
             ids.append(w.asset_id)
             times.append(to_micros(w.time))
             rul.append(w.rul_hours)
+            severity.append(w.severity)
             modes.append(w.fault_mode)
     width = len(FEATURE_NAMES)
     return FeatureTable(
@@ -133,6 +140,7 @@ def featurize(
         rul_hours=np.array(rul, dtype=np.float64),
         fault_mode=np.array(modes, dtype="<U8"),
         meta=dict(meta or {}),
+        severity=np.array(severity, dtype=np.float64),
     )
 
 
@@ -231,6 +239,7 @@ def concat_tables(tables: Sequence[FeatureTable], *, meta: dict[str, Any]) -> Fe
             if shared := ids & seen:
                 raise ValueError(f"the tables share {kind} ids, e.g. {sorted(shared)[:3]}")
             seen |= ids
+    severities = [t.severity for t in tables]
     return FeatureTable(
         asset_id=np.concatenate([t.asset_id.astype(object) for t in tables]).astype(str),
         time_us=np.concatenate([t.time_us for t in tables]),
@@ -240,6 +249,12 @@ def concat_tables(tables: Sequence[FeatureTable], *, meta: dict[str, Any]) -> Fe
         fault_mode=np.concatenate([t.fault_mode.astype(object) for t in tables]).astype(str),
         meta=meta,
         machine_id=np.concatenate([m.astype(object) for m in machines]).astype(str),
+        # Known for every row or for none: recorded history has no ground truth.
+        severity=(
+            None
+            if any(s is None for s in severities)
+            else np.concatenate([s for s in severities if s is not None])
+        ),
     )
 
 

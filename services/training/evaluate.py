@@ -8,6 +8,10 @@ the serving code, and trains and scores two baselines on the same split:
   times as its sequence (the seed article's shortcut), calibrated the same way;
 - ``linear``: least squares on the current (scaled) feature vector, with a
   conformal interval from its validation residuals.
+
+On a simulated fleet it also reports the *floor*: the error of the best
+predictor that knows each window's true defect severity
+(``services.training.floor``), below which no model on the features can go.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from services.training import network
 from services.training.assessment import calibrate, scaled_target, score_prediction
 from services.training.calibration import BandOffsets
 from services.training.dataset import FleetConfig, Split
+from services.training.floor import Floor, severity_floor
 from services.training.metrics import Scores
 from services.training.preparation import Prepared, TrainConfig, load_table, prepare_data
 from services.training.sequences import SplitData, repeat_current
@@ -46,6 +51,7 @@ class Evaluation:
     version: str
     scores: dict[str, Scores]
     predictions: dict[str, Prediction]
+    floor: Floor | None
     json_path: Path
     png_path: Path | None
 
@@ -157,12 +163,14 @@ def evaluate(
     scores = {
         name: score_prediction(pred, prepared.test, cap) for name, pred in predictions.items()
     }
-    out.write(format_table(scores, model.version, cap))
+    floor = severity_floor(table, prepared.split, cap_hours=cap)
+    out.write(format_table(scores, model.version, cap, floor))
     report_dir.mkdir(parents=True, exist_ok=True)
     stem = f"evaluation-{model.version}"
     json_path = report_dir / f"{stem}.json"
     json_path.write_text(
-        json.dumps(report_document(model, scores, prepared), indent=2, allow_nan=True) + "\n",
+        json.dumps(report_document(model, scores, floor, prepared), indent=2, allow_nan=True)
+        + "\n",
         encoding="utf-8",
     )
     png_path = None
@@ -183,17 +191,32 @@ def evaluate(
         version=model.version,
         scores=scores,
         predictions=predictions,
+        floor=floor,
         json_path=json_path,
         png_path=png_path,
     )
 
 
-def goals(scores: dict[str, Scores]) -> dict[str, Any]:
-    """Return the goal checks: RMSE ratios to the baselines and the coverage band."""
+def goals(scores: dict[str, Scores], floor: Floor | None = None) -> dict[str, Any]:
+    """Return the goal checks: RMSE ratios to the baselines and the coverage band.
+
+    With a ``floor``, also the best ratio any model could reach (the floor's
+    RMSE over each baseline's) and so whether each ratio goal is reachable.
+    """
     lstm = scores["lstm"]
     vs_shortcut = lstm.rmse / scores["shortcut"].rmse
     vs_linear = lstm.rmse / scores["linear"].rmse
     low, high = GOAL_COVERAGE
+    reachable: dict[str, Any] = {}
+    if floor is not None:
+        best_shortcut = floor.rmse / scores["shortcut"].rmse
+        best_linear = floor.rmse / scores["linear"].rmse
+        reachable = {
+            "floor_vs_shortcut": best_shortcut,
+            "rmse_vs_shortcut_reachable": best_shortcut <= GOAL_VS_SHORTCUT,
+            "floor_vs_linear": best_linear,
+            "rmse_vs_linear_reachable": best_linear <= GOAL_VS_LINEAR,
+        }
     return {
         "rmse_vs_shortcut": vs_shortcut,
         "rmse_vs_shortcut_goal": GOAL_VS_SHORTCUT,
@@ -204,11 +227,12 @@ def goals(scores: dict[str, Scores]) -> dict[str, Any]:
         "coverage": lstm.coverage,
         "coverage_goal": list(GOAL_COVERAGE),
         "coverage_met": low <= lstm.coverage <= high,
+        **reachable,
     }
 
 
 def report_document(
-    model: RulModel, scores: dict[str, Scores], prepared: Prepared
+    model: RulModel, scores: dict[str, Scores], floor: Floor | None, prepared: Prepared
 ) -> dict[str, Any]:
     """Return the JSON report."""
     return {
@@ -217,11 +241,14 @@ def report_document(
         "test_assets": list(prepared.split.test),
         "test_windows": len(prepared.test),
         "scores": {name: s.as_dict() for name, s in scores.items()},
-        "goals": goals(scores),
+        "floor": floor.as_dict() if floor is not None else None,
+        "goals": goals(scores, floor),
     }
 
 
-def format_table(scores: dict[str, Scores], version: str, cap_hours: float) -> str:
+def format_table(
+    scores: dict[str, Scores], version: str, cap_hours: float, floor: Floor | None = None
+) -> str:
     """Return the scores as a plain-text table, one row per model."""
     header = (
         f"{'model':<9} {'RMSE h':>7} {'MAE h':>7} {'RMSE<cap':>8} {'PHM08/win':>9} "
@@ -239,7 +266,13 @@ def format_table(scores: dict[str, Scores], version: str, cap_hours: float) -> s
             f"{s.jitter_hours:>6.2f} "
             f"{s.coverage:>6.1%} {s.mean_width_hours:>7.1f}"
         )
-    check = goals(scores)
+    check = goals(scores, floor)
+    if floor is not None:
+        lines.append(
+            f"{'floor':<9} {floor.rmse:>7.2f}  true defect severity known: no model on the "
+            f"features can do better; its ratio to shortcut {check['floor_vs_shortcut']:.2f}, "
+            f"to linear {check['floor_vs_linear']:.2f}"
+        )
     lines.append(
         f"LSTM RMSE / shortcut = {check['rmse_vs_shortcut']:.2f} (goal ≤ {GOAL_VS_SHORTCUT}), "
         f"/ linear = {check['rmse_vs_linear']:.2f} (goal ≤ {GOAL_VS_LINEAR}), "

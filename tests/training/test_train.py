@@ -118,7 +118,7 @@ def test_same_seed_same_model_and_existing_files_are_kept(trained):
     assert (models / first.version / "meta.json").read_bytes() == meta_before
 
 
-def test_cli_registers_train_and_evaluate(tmp_path):
+def test_cli_registers_train_and_evaluate(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="cbm")
     cli.register(parser.add_subparsers())
     argv = [
@@ -158,3 +158,10 @@ def test_cli_registers_train_and_evaluate(tmp_path):
     report = json.loads(next((tmp_path / "reports").glob("*.json")).read_text())
     assert set(report["scores"]) == {"lstm", "shortcut", "linear"}
     assert "rmse_vs_shortcut" in report["goals"]
+    # A simulated fleet knows its true severity, so the report says how far any model could go.
+    floor = report["floor"]
+    assert floor["test_windows"] == report["test_windows"]
+    assert 0 < floor["rmse"] < 30.0
+    shortcut_rmse = report["scores"]["shortcut"]["rmse"]
+    assert report["goals"]["floor_vs_shortcut"] == pytest.approx(floor["rmse"] / shortcut_rmse)
+    assert "floor" in capsys.readouterr().out
