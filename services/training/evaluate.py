@@ -11,7 +11,8 @@ the serving code, and trains and scores two baselines on the same split:
 
 On a simulated fleet it also reports the *floor*: the error of the best
 predictor that knows each window's true defect severity
-(``services.training.floor``), below which no model on the features can go.
+(``services.training.floor``), which a model that sees only the features
+cannot expect to beat.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def evaluate(
     )
 
 
-def goals(scores: dict[str, Scores], floor: Floor | None = None) -> dict[str, Any]:
+def goals(scores: dict[str, Scores], floor: Floor | None) -> dict[str, Any]:
     """Return the goal checks: RMSE ratios to the baselines and the coverage band.
 
     With a ``floor``, also the best ratio any model could reach (the floor's
@@ -247,7 +248,7 @@ def report_document(
 
 
 def format_table(
-    scores: dict[str, Scores], version: str, cap_hours: float, floor: Floor | None = None
+    scores: dict[str, Scores], version: str, cap_hours: float, floor: Floor | None
 ) -> str:
     """Return the scores as a plain-text table, one row per model."""
     header = (
@@ -269,9 +270,9 @@ def format_table(
     check = goals(scores, floor)
     if floor is not None:
         lines.append(
-            f"{'floor':<9} {floor.rmse:>7.2f}  true defect severity known: no model on the "
-            f"features can do better; its ratio to shortcut {check['floor_vs_shortcut']:.2f}, "
-            f"to linear {check['floor_vs_linear']:.2f}"
+            f"{'floor':<9} {floor.rmse:>7.2f}  the true defect severity known, which no model "
+            f"on the features can expect to beat: {check['floor_vs_shortcut']:.2f} of "
+            f"shortcut, {check['floor_vs_linear']:.2f} of linear"
         )
     lines.append(
         f"LSTM RMSE / shortcut = {check['rmse_vs_shortcut']:.2f} (goal ≤ {GOAL_VS_SHORTCUT}), "
