@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from cbm.messages import FeatureVectors
-from services.features.extract import FEATURE_INDEX, FEATURE_NAMES, FEATURE_SET_VERSION
+from services.features.extract import FEATURE_INDEX, FEATURE_NAMES
 from services.inference import core
 from services.inference.model import RulModel
+from tests.support.vectors import asset_vectors
 
 MODEL = RulModel.load(Path(__file__).resolve().parents[2] / "models")
 RULES = core.Rules(baseline_vectors=3, std_floor=0.05)
@@ -30,17 +31,8 @@ def rows(
     rng = np.random.default_rng(seed)
     values = np.abs(rng.normal(1.0, 0.1, size=(n, len(FEATURE_NAMES)))) * scale
     values[:, FEATURE_INDEX["rms"]] = 0.2 * scale
-    times = tuple(T0 + timedelta(hours=start + i) for i in range(n))
-    return FeatureVectors(
-        feature_set=FEATURE_SET_VERSION,
-        columns=FEATURE_NAMES,
-        asset_ids=(asset,) * n,
-        times=times,
-        seqs=tuple(range(n)),
-        received_at=times,
-        running=(running,) * n,
-        values=values,
-    )
+    times = [T0 + timedelta(hours=start + i) for i in range(n)]
+    return asset_vectors(asset, values, times, running=running)
 
 
 def fresh(*assets: str) -> core.InferenceState:

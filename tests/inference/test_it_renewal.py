@@ -13,13 +13,13 @@ import pytest
 from cbm.db import open_pool
 from cbm.messages import FeatureVectors
 from cbm.prediction import PredictionMessage
-from services.features.extract import FEATURE_NAMES, FEATURE_SET_VERSION
 from services.features.store import write_vectors
 from services.inference import core
 from services.inference.model import RulModel
 from services.inference.stage import InferenceStage
 from services.training.dataset import FleetConfig, simulate_table
 from tests.support.inference import run_batch
+from tests.support.vectors import asset_vectors
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 ASSET = "pump-1"
@@ -35,17 +35,8 @@ INFERENCE = {
 
 
 def vectors(values: np.ndarray, first_hour: int) -> FeatureVectors:
-    times = tuple(T0 + timedelta(hours=first_hour + i) for i in range(len(values)))
-    return FeatureVectors(
-        feature_set=FEATURE_SET_VERSION,
-        columns=FEATURE_NAMES,
-        asset_ids=(ASSET,) * len(values),
-        times=times,
-        seqs=tuple(range(first_hour, first_hour + len(values))),
-        received_at=times,
-        running=(True,) * len(values),
-        values=values,
-    )
+    times = [T0 + timedelta(hours=first_hour + i) for i in range(len(values))]
+    return asset_vectors(ASSET, values, times, first_seq=first_hour)
 
 
 @pytest.fixture(scope="module")

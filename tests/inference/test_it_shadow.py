@@ -20,7 +20,6 @@ from cbm.errors import ModelError
 from cbm.messages import FeatureVectors, from_micros
 from cbm.prediction import PredictionMessage, decode_prediction, decode_predictions
 from services.alerter.policy import AlertRules
-from services.features.extract import FEATURE_NAMES, FEATURE_SET_VERSION
 from services.features.store import write_vectors
 from services.inference import core
 from services.inference import store as inference_store
@@ -29,9 +28,10 @@ from services.inference.stage import InferenceStage
 from services.prognostics.backtest import run_backtest
 from services.training import shadow_cli
 from services.training.artifact import set_pointer
-from services.training.dataset import FeatureTable, FleetConfig, simulate_table
+from services.training.dataset import FleetConfig, simulate_table
 from services.training.shadow import Comparison, Side
 from tests.support.inference import feature_message, run_batch, step
+from tests.support.vectors import table_vectors
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -46,20 +46,6 @@ def variant(models: Path, base: str, *, std_factor: float) -> str:
     shutil.copytree(models / base, models / version)
     (models / version / "meta.json").write_text(json.dumps(meta))
     return version
-
-
-def fleet_vectors(table: FeatureTable, rows: np.ndarray) -> FeatureVectors:
-    times = tuple(from_micros(int(table.time_us[i])) for i in rows)
-    return FeatureVectors(
-        feature_set=FEATURE_SET_VERSION,
-        columns=FEATURE_NAMES,
-        asset_ids=tuple(str(table.asset_id[i]) for i in rows),
-        times=times,
-        seqs=tuple(int(i) for i in rows),
-        received_at=times,
-        running=tuple(bool(table.running[i]) for i in rows),
-        values=table.values[rows],
-    )
 
 
 def offline(model: RulModel, vectors: FeatureVectors, settings: Any) -> dict[Any, float]:
@@ -102,7 +88,7 @@ def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
 
     table = simulate_table(FleetConfig(n_assets=2, seed=3, life_mean_hours=40, healthy_share=0.0))
     order = np.argsort(table.time_us, kind="stable")
-    vectors = fleet_vectors(table, order)
+    vectors = table_vectors(table, order)
     for asset in table.assets():
         rows = table.rows(asset, running_only=False)
         last = rows[-1]
@@ -123,7 +109,7 @@ def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
         stage = InferenceStage(settings)
         stage.prepare(pool)
         half = len(vectors) // 2
-        first = fleet_vectors(table, order[:half])
+        first = table_vectors(table, order[:half])
         # The shadow's history read fails once (database trouble): the worker retries
         # the batch, and the live rows of the retry must be the uninterrupted ones.
         loads = {"n": 0}
@@ -148,7 +134,7 @@ def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
         assert len(batched) == len(first)
         assert {p.model_version for p in batched if isinstance(p, PredictionMessage)} == {bad}
         assert len(effects.shadow) == len(first)
-        run_batch(stage, pool, fleet_vectors(table, order[half:]))
+        run_batch(stage, pool, table_vectors(table, order[half:]))
 
         live_rows = db.execute("SELECT DISTINCT model_version FROM prediction").fetchall()
         assert live_rows == [(bad,)]
@@ -193,7 +179,7 @@ def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
         assert row[5] == pytest.approx(report["live"]["rmse"])
 
         # The running stage switches to the promoted model and shadow mode ends.
-        again = fleet_vectors(table, order[-1:])
+        again = table_vectors(table, order[-1:])
         (p,) = run_batch(stage, pool, again)
         assert p.model_version == good
         assert stage.shadow is None

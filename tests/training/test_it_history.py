@@ -17,9 +17,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from cbm.messages import FeatureVectors, from_micros
+from cbm.messages import from_micros
 from cbm.settings import FeaturesSettings
-from services.features.extract import FEATURE_NAMES, FEATURE_SET_VERSION
 from services.features.store import write_vectors
 from services.prognostics.events import EventKind, MaintenanceEvent
 from services.prognostics.store import add_event
@@ -29,6 +28,7 @@ from services.training.history import HistoryConfig, history_table
 from services.training.network import NetworkConfig
 from services.training.preparation import TrainConfig
 from services.training.train import train
+from tests.support.vectors import asset_vectors
 
 T0 = datetime(2026, 2, 2, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -40,19 +40,9 @@ def simulated() -> FeatureTable:
 
 
 def store_rows(db, asset: str, values: np.ndarray, times: list[datetime], **kw) -> None:
-    n = len(times)
-    vectors = FeatureVectors(
-        feature_set=kw.get("feature_set", FEATURE_SET_VERSION),
-        columns=FEATURE_NAMES,
-        asset_ids=(asset,) * n,
-        times=tuple(times),
-        seqs=tuple(range(n)),
-        received_at=tuple(times),
-        running=tuple(kw.get("running", (True,) * n)),
-        values=values,
-    )
+    vectors = asset_vectors(asset, values, times, **kw)
     with db.transaction():  # the staging table empties on commit
-        assert write_vectors(db, vectors) == n
+        assert write_vectors(db, vectors) == len(times)
 
 
 def event(asset: str, time: datetime, kind: EventKind) -> MaintenanceEvent:

@@ -17,10 +17,8 @@ import psycopg
 import pytest
 
 from cbm.frames import encode_features
-from cbm.messages import FeatureVectors, from_micros
 from cbm.settings import FeaturesSettings
 from cbm.topics import Topics
-from services.features.extract import FEATURE_NAMES, FEATURE_SET_VERSION
 from services.inference.model import current_version, shadow_version
 from services.training import cli
 from services.training.artifact import set_current
@@ -30,6 +28,7 @@ from services.training.preparation import TrainConfig
 from services.training.promotion import Decision
 from services.training.retrain import REPORT_FILE, RetrainConfig, retrain
 from tests.support.mqtt import Publisher, eventually
+from tests.support.vectors import table_vectors
 from tests.support.workers import ThreadWorker
 
 pytestmark = [
@@ -53,19 +52,7 @@ def promotions(db) -> list[tuple]:
 
 
 def frame(table: FeatureTable, rows: list[int]) -> bytes:
-    times = tuple(from_micros(int(table.time_us[i])) for i in rows)
-    return encode_features(
-        FeatureVectors(
-            feature_set=FEATURE_SET_VERSION,
-            columns=FEATURE_NAMES,
-            asset_ids=tuple(str(table.asset_id[i]) for i in rows),
-            times=times,
-            seqs=tuple(rows),
-            received_at=times,
-            running=(True,) * len(rows),
-            values=table.values[rows],
-        )
-    )
+    return encode_features(table_vectors(table, rows))
 
 
 def test_a_worse_candidate_is_rejected_and_recorded(make_settings, db, tmp_path, capsys) -> None:
