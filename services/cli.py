@@ -31,7 +31,7 @@ STAGES = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         parser.print_help()
@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of every `cbm` verb (each verb's handler is set as `handler`)."""
     parser = argparse.ArgumentParser(prog="cbm", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config",

@@ -12,6 +12,7 @@ import pytest
 
 from cbm.migrate import migrate
 from cbm.settings import Settings, from_mapping
+from services.cli import build_parser
 from tests.support.receiver import PROXY_VARIABLES, Receiver
 from tests.support.services import Broker, Postgres, find_postgres, start_broker
 
@@ -82,6 +83,18 @@ def make_settings(broker: Broker, db_url: str, topic_base: str) -> Callable[...,
         return from_mapping(data)
 
     return build
+
+
+@pytest.fixture
+def cbm() -> Callable[..., int]:
+    """Run ``cbm <argv>`` with the given settings, as the command line would; return the status."""
+
+    def run(settings: Settings, *argv: str) -> int:
+        args = build_parser().parse_args(argv)
+        status: int = args.handler(settings, args)
+        return status
+
+    return run
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -57,15 +56,8 @@ def offline(model: RulModel, vectors: FeatureVectors, settings: Any) -> dict[Any
     return {(p.asset_id, p.time): p.rul_hours for p in out}
 
 
-def shadow_command(settings: Any, *argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="cbm")
-    shadow_cli.register(parser.add_subparsers())
-    args = parser.parse_args(["shadow", *argv])
-    return int(args.handler(settings, args))
-
-
 def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
-    make_settings, db: psycopg.Connection[Any], tmp_path, capsys, monkeypatch
+    make_settings, db: psycopg.Connection[Any], tmp_path, capsys, monkeypatch, cbm
 ) -> None:
     models = tmp_path / "models"
     shutil.copytree(MODELS, models)
@@ -82,8 +74,8 @@ def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
         }
     )
     with pytest.raises(ModelError, match="live model already"):
-        shadow_command(settings, "start", bad)
-    assert shadow_command(settings, "start", good) == 0
+        cbm(settings, "shadow", "start", bad)
+    assert cbm(settings, "shadow", "start", good) == 0
     assert "runs in shadow" in capsys.readouterr().out
 
     table = simulate_table(FleetConfig(n_assets=2, seed=3, life_mean_hours=40, healthy_share=0.0))
@@ -157,17 +149,17 @@ def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
         assert live.keys() == live_expected.keys()
         assert max(abs(live[k] - live_expected[k]) for k in live_expected) < 1e-3
 
-        assert shadow_command(settings, "status", "--json") == 0
+        assert cbm(settings, "shadow", "status", "--json") == 0
         report = json.loads(capsys.readouterr().out)
         assert report["pairs"] == len(vectors) and report["assets"] == 2
         assert report["scored_pairs"] > 0
         assert report["shadow"]["rmse"] < report["live"]["rmse"]
-        assert shadow_command(settings, "status") == 0
+        assert cbm(settings, "shadow", "status") == 0
         text = capsys.readouterr().out
         assert f"shadow {good} beside live {bad}" in text
         assert f"{len(vectors)} paired predictions of 2 assets" in text
 
-        assert shadow_command(settings, "promote", "--by", "pytest") == 0
+        assert cbm(settings, "shadow", "promote", "--by", "pytest") == 0
         assert current_version(models) == good
         assert not (models / "SHADOW").exists()
         (row,) = db.execute(
@@ -188,14 +180,14 @@ def test_shadow_runs_beside_live_without_alerting_and_is_promoted_when_better(
 
 
 def test_promote_keeps_a_shadow_that_is_not_better_unless_forced(
-    make_settings, db: psycopg.Connection[Any], tmp_path, capsys, monkeypatch
+    make_settings, db: psycopg.Connection[Any], tmp_path, capsys, monkeypatch, cbm
 ) -> None:
     models = tmp_path / "models"
     shutil.copytree(MODELS, models)
     live = current_version(models)
     candidate = variant(models, live, std_factor=2.0)
     settings = make_settings(inference={"models_dir": str(models)})
-    assert shadow_command(settings, "start", candidate) == 0
+    assert cbm(settings, "shadow", "start", candidate) == 0
 
     def scored(rmse: float, version: str) -> Side:
         return Side(version=version, rmse=rmse, backtest=run_backtest([], AlertRules()))
@@ -212,7 +204,7 @@ def test_promote_keeps_a_shadow_that_is_not_better_unless_forced(
     )
     monkeypatch.setattr(shadow_cli, "_compare", lambda *_: (candidate, worse))
     capsys.readouterr()
-    assert shadow_command(settings, "promote", "--by", "pytest") == 1
+    assert cbm(settings, "shadow", "promote", "--by", "pytest") == 1
     assert "stays in shadow: RMSE 6.00 h is not below 5.00 h" in capsys.readouterr().out
     assert current_version(models) == live and (models / "SHADOW").exists()
     assert db.execute("SELECT count(*) FROM model_promotion").fetchone()[0] == 0
@@ -220,7 +212,7 @@ def test_promote_keeps_a_shadow_that_is_not_better_unless_forced(
     # No pair had both models running: the mean difference is NaN, which jsonb refuses.
     unpaired = dataclasses.replace(worse, mean_abs_diff_hours=math.nan)
     monkeypatch.setattr(shadow_cli, "_compare", lambda *_: (candidate, unpaired))
-    assert shadow_command(settings, "promote", "--by", "pytest", "--force") == 0
+    assert cbm(settings, "shadow", "promote", "--by", "pytest", "--force") == 0
     assert current_version(models) == candidate and not (models / "SHADOW").exists()
     (row,) = db.execute("SELECT decision, decided_by, report FROM model_promotion").fetchall()
     assert row[:2] == ("promoted", "pytest") and row[2]["forced"] is True

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from cbm.settings import SECRET_ENV, Settings, load_settings
-from services.cli import _parser
+from services.cli import build_parser
 from tests.support.services import ROOT
 
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -92,7 +92,7 @@ def test_the_stack_has_its_services() -> None:
 @pytest.mark.parametrize("name", sorted(CBM_SERVICES))
 def test_every_cbm_command_is_a_real_verb(name: str) -> None:
     argv = command(CBM_SERVICES[name])
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     assert hasattr(args, "handler"), argv
 
 

@@ -8,7 +8,6 @@ hand; the training smoke writes an artifact from the database alone.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -22,7 +21,6 @@ from cbm.settings import FeaturesSettings
 from services.features.store import write_vectors
 from services.prognostics.events import EventKind, MaintenanceEvent
 from services.prognostics.store import add_event
-from services.training import cli
 from services.training.dataset import FeatureTable, FleetConfig, simulate_table
 from services.training.history import HistoryConfig, history_table
 from services.training.network import NetworkConfig
@@ -134,7 +132,9 @@ TINY = TrainConfig(
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-def test_a_model_trained_from_the_database_says_so(db, db_url, make_settings, tmp_path) -> None:
+def test_a_model_trained_from_the_database_says_so(
+    db, db_url, make_settings, tmp_path, cbm
+) -> None:
     import psycopg
 
     fleet = simulate_table(FleetConfig(n_assets=10, seed=5, life_mean_hours=60.0, prefix="pump"))
@@ -163,17 +163,13 @@ def test_a_model_trained_from_the_database_says_so(db, db_url, make_settings, tm
     assert "censored lives" in out.getvalue()
 
     # The command, with simulated assets added: both sources in the description.
-    parser = argparse.ArgumentParser(prog="cbm")
-    cli.register(parser.add_subparsers())
-    args = parser.parse_args(
-        [
-            *("train", "--from-db", "--with-simulated", "4", "--seed", "6"),
-            *("--life-mean-hours", "60", "--cap-hours", "30", "--lookback", "5"),
-            *("--epochs", "1", "--units", "8", "--models-dir", str(tmp_path / "cli")),
-            *("--progress", "0"),
-        ]
-    )
-    assert args.handler(make_settings(), args) == 0
+    argv = [
+        *("train", "--from-db", "--with-simulated", "4", "--seed", "6"),
+        *("--life-mean-hours", "60", "--cap-hours", "30", "--lookback", "5"),
+        *("--epochs", "1", "--units", "8", "--models-dir", str(tmp_path / "cli")),
+        *("--progress", "0"),
+    ]
+    assert cbm(make_settings(), *argv) == 0
     (folder,) = [p for p in (tmp_path / "cli").iterdir() if p.name.startswith("m-")]
     data = json.loads((folder / "meta.json").read_text())["data"]
     assert data["source"] == "database+simulated"
@@ -187,22 +183,18 @@ def test_a_model_trained_from_the_database_says_so(db, db_url, make_settings, tm
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 def test_retrain_from_the_database_judges_on_lives_the_live_model_never_saw(
-    db, make_settings, tmp_path
+    db, make_settings, tmp_path, cbm
 ) -> None:
     fleet = simulate_table(FleetConfig(n_assets=10, seed=5, life_mean_hours=60.0, prefix="pump"))
     store_table(db, fleet, fail=True)
     settings = make_settings()
-    parser = argparse.ArgumentParser(prog="cbm")
-    cli.register(parser.add_subparsers())
     common = ["--epochs", "1", "--by", "pytest", "--progress", "0", "--models-dir", str(tmp_path)]
 
-    args = parser.parse_args(["retrain", "--from-db", *common])
-    assert args.handler(settings, args) == 0
+    assert cbm(settings, "retrain", "--from-db", *common) == 0
     first = (tmp_path / "CURRENT").read_text().strip()  # no live model yet: promoted
     seen = json.loads((tmp_path / first / "meta.json").read_text())["data"]["split"]
 
-    args = parser.parse_args(["retrain", "--from-db", "--with-simulated", "6", *common])
-    assert args.handler(settings, args) == 0
+    assert cbm(settings, "retrain", "--from-db", "--with-simulated", "6", *common) == 0
     rows = db.execute(
         "SELECT candidate_version, decision, report FROM model_promotion ORDER BY id"
     ).fetchall()

@@ -7,7 +7,6 @@ and the running inference worker must then serve it. Small fleets, few epochs.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import shutil
@@ -20,7 +19,6 @@ from cbm.frames import encode_features
 from cbm.settings import FeaturesSettings
 from cbm.topics import Topics
 from services.inference.model import current_version, shadow_version
-from services.training import cli
 from services.training.artifact import set_current
 from services.training.dataset import FeatureTable, FleetConfig, simulate_table
 from services.training.network import NetworkConfig
@@ -55,20 +53,15 @@ def frame(table: FeatureTable, rows: list[int]) -> bytes:
     return encode_features(table_vectors(table, rows))
 
 
-def test_a_worse_candidate_is_rejected_and_recorded(make_settings, db, tmp_path, capsys) -> None:
+def test_a_worse_candidate_is_rejected_and_recorded(
+    make_settings, db, tmp_path, capsys, cbm
+) -> None:
     models = tmp_path / "models"
     shutil.copytree(MODELS, models)
     live = current_version(models)
     settings = make_settings(inference={"models_dir": str(models)})
-    parser = argparse.ArgumentParser(prog="cbm")
-    cli.register(parser.add_subparsers())
-    args = parser.parse_args(
-        [
-            *("retrain", "--simulate", "12", "--epochs", "1", "--shuffled-target"),
-            *("--by", "pytest", "--progress", "0"),
-        ]
-    )
-    assert args.handler(settings, args) == 0
+    retrain = ("retrain", "--simulate", "12", "--epochs", "1", "--shuffled-target")
+    assert cbm(settings, *retrain, "--by", "pytest", "--progress", "0") == 0
 
     assert current_version(models) == live
     (candidate,) = [p.name for p in models.iterdir() if p.name.startswith("m-") and p.name != live]
