@@ -290,11 +290,11 @@ def connack(
     )
 
 
-def publish(message: Publish, *, qos: int, packet_id: int, retain: bool, dup: bool) -> bytes:
-    """Return a PUBLISH of ``message`` to a subscriber at ``qos``."""
-    first = PUBLISH << 4 | int(dup) << 3 | qos << 1 | int(retain)
+def publish(message: Publish, *, packet_id: int, dup: bool) -> bytes:
+    """Return a PUBLISH of ``message`` at its QoS and retain flag, as queued for a subscriber."""
+    first = PUBLISH << 4 | int(dup) << 3 | message.qos << 1 | int(message.retain)
     body = _string(message.topic)
-    if qos:
+    if message.qos:
         body += struct.pack(">H", packet_id)
     props = message.properties
     return _packet(first, body + _varint(len(props)) + props + message.payload)

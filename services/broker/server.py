@@ -59,9 +59,14 @@ class Session:
 
 def matches(topic_filter: str, topic: str) -> bool:
     """Return whether ``topic`` matches ``topic_filter`` (``+`` one level, ``#`` the rest)."""
-    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+    return levels_match(topic_filter, topic.split("/"))
+
+
+def levels_match(topic_filter: str, levels: list[str]) -> bool:
+    """Return whether a topic, split into its ``levels``, matches ``topic_filter``."""
+    if levels[0].startswith("$") and topic_filter[:1] in ("+", "#"):
         return False
-    levels, wanted = topic.split("/"), topic_filter.split("/")
+    wanted = topic_filter.split("/")
     for i, part in enumerate(wanted):
         if part == "#":
             return True
@@ -163,8 +168,8 @@ class EmbeddedBroker:
             # why, and its will goes out as for any connection that ends uncleanly.
             old.writer.write(p.disconnect(p.SESSION_TAKEN_OVER))
             old.writer.close()
-            old.writer = None
-            self._publish_will(old)
+            self._detach(old, graceful=False)  # may end the old session (expiry 0)
+            old = self.sessions.get(connect.client_id)
         present = (
             old is not None
             and not connect.clean_start
@@ -230,9 +235,10 @@ class EmbeddedBroker:
             elif not valid_filter(topic_filter):
                 reasons.append(p.UNSPECIFIED_ERROR)
             else:
-                session.subscriptions[topic_filter] = min(qos, 1)
-                granted.append((topic_filter, min(qos, 1)))
-                reasons.append(min(qos, 1))
+                granted_qos = min(qos, 1)  # QoS 2 is granted as 1
+                session.subscriptions[topic_filter] = granted_qos
+                granted.append((topic_filter, granted_qos))
+                reasons.append(granted_qos)
         writer.write(p.suback(request.packet_id, reasons))
         for message in list(self.retained.values()):
             for topic_filter, qos in granted:
@@ -249,9 +255,10 @@ class EmbeddedBroker:
                 self.retained[message.topic] = message
             else:
                 self.retained.pop(message.topic, None)
+        levels = message.topic.split("/")
         for session in self.sessions.values():
             granted = max(
-                (q for f, q in session.subscriptions.items() if matches(f, message.topic)),
+                (q for f, q in session.subscriptions.items() if levels_match(f, levels)),
                 default=None,
             )
             if granted is not None:
@@ -269,7 +276,7 @@ class EmbeddedBroker:
                 )
             return
         session.queue.append(
-            p.Publish(message.topic, message.payload, qos, retain, message.properties)
+            dataclasses.replace(message, qos=qos, retain=retain, packet_id=0, dup=False)
         )
 
     def _pump(self, session: Session) -> None:
@@ -283,20 +290,12 @@ class EmbeddedBroker:
             if message.qos:
                 packet_id = session.packet_id()
                 session.inflight[packet_id] = message
-            writer.write(
-                p.publish(
-                    message, qos=message.qos, packet_id=packet_id, retain=message.retain, dup=False
-                )
-            )
+            writer.write(p.publish(message, packet_id=packet_id, dup=False))
 
     def _resend(self, session: Session) -> None:
         """On a resumed session: send again, with DUP, what was never acknowledged."""
         writer = session.writer
         assert writer is not None
         for packet_id, message in session.inflight.items():
-            writer.write(
-                p.publish(
-                    message, qos=message.qos, packet_id=packet_id, retain=message.retain, dup=True
-                )
-            )
+            writer.write(p.publish(message, packet_id=packet_id, dup=True))
         self._pump(session)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import uuid
@@ -18,7 +17,7 @@ from paho.mqtt.properties import Properties
 
 from services.broker.local import free_port
 from tests.ingest.test_it_ingest import check_kill_9_before_ack
-from tests.support.mqtt import Publisher, eventually
+from tests.support.mqtt import Publisher, Recorder, eventually
 from tests.support.services import Broker
 
 
@@ -30,6 +29,40 @@ def embedded() -> Iterator[Broker]:
     broker.stop()
 
 
+def mqtt5(client_id: str, **options: Any) -> paho.Client:
+    """Return a paho MQTT 5 client (not connected)."""
+    return paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+        **options,
+    )
+
+
+def with_will(
+    broker: Broker,
+    client_id: str,
+    topic: str,
+    payload: bytes,
+    *,
+    retain: bool = False,
+    keepalive: int = 60,
+) -> paho.Client:
+    """Return a connected, looping client whose will is ``payload`` on ``topic`` (QoS 1)."""
+    client = mqtt5(client_id)
+    client.will_set(topic, payload, qos=1, retain=retain)
+    client.connect(broker.host, broker.port, keepalive=keepalive)
+    client.loop_start()
+    eventually(client.is_connected, message=f"{client_id} connected")
+    return client
+
+
+def session_props(expiry_s: int) -> Properties:
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = expiry_s
+    return props
+
+
 class Client:
     """A paho MQTT 5 client that records what it receives and acks by hand."""
 
@@ -39,15 +72,9 @@ class Client:
         self.got: list[paho.MQTTMessage] = []
         self.lock = threading.Lock()
         self.ack = ack
-        self.c = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
-        )
+        self.c = mqtt5(client_id, manual_ack=True)
         self.c.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 3600
+        props = session_props(3600)
         props.ReceiveMaximum = receive_maximum
         connected = threading.Event()
         self.c.on_connect = lambda *_: connected.set()
@@ -116,16 +143,16 @@ def test_a_session_queues_while_its_client_is_away_and_a_clean_start_drops_it(em
         eventually(lambda: back.payloads() == [b"1", b"2"], message="queued while away")
         back.close()
         pub.send([("plant/a", b"queued")])  # waits in the session for cid
-        fresh = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=cid,
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
+        fresh = mqtt5(cid)
         flags: list[Any] = []
         got: list[bytes] = []
         fresh.on_connect = lambda _c, _u, f, _r, _p: flags.append(f)
         fresh.on_message = lambda _c, _u, m: got.append(m.payload)
-        fresh.connect(embedded.host, embedded.port, clean_start=True)
+        # It keeps its own session after it leaves: only the clean start can explain
+        # why the queue it replaced is gone when the id comes back below.
+        fresh.connect(
+            embedded.host, embedded.port, clean_start=True, properties=session_props(3600)
+        )
         fresh.loop_start()
         eventually(lambda: flags, message="connack")
         assert not flags[0].session_present
@@ -146,27 +173,18 @@ def test_a_session_queues_while_its_client_is_away_and_a_clean_start_drops_it(em
 def test_retained_messages_and_the_last_will(embedded) -> None:
     pub = Publisher(embedded.host, embedded.port)
     pub.send([("status/ingest", b"online")], retain=True)
-    dying = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id="dying",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    dying.will_set("status/features", b"offline", qos=1, retain=True)
-    dying.connect(embedded.host, embedded.port)
-    dying.loop_start()
-    eventually(dying.is_connected, message="dying client connected")
+    dying = with_will(embedded, "dying", "status/features", b"offline", retain=True)
     dying.loop_stop()
     sock = dying.socket()
     assert sock is not None
     sock.close()
-    watcher = Client(embedded, f"w-{uuid.uuid4().hex[:6]}")
+    watcher = Recorder(embedded.host, embedded.port, "status/+")
     try:
-        watcher.subscribe("status/+")
         eventually(
-            lambda: sorted(watcher.payloads()) == [b"offline", b"online"],
+            lambda: sorted(m.payload for m in watcher.on("status/")) == [b"offline", b"online"],
             message="the retained status and the will",
         )
-        assert all(m.retain for m in watcher.got)
+        assert all(m.retain for m in watcher.on("status/"))
     finally:
         watcher.close()
         pub.close()
@@ -185,12 +203,20 @@ def test_kill_9_ingest_before_ack_loses_nothing_on_the_embedded_broker(
 def test_garbage_on_one_connection_does_not_disturb_the_others(embedded) -> None:
     sub = Client(embedded, f"sub-{uuid.uuid4().hex[:6]}")
     sub.subscribe("ok/#")
-    for junk in (b"\x10\xff\xff\xff\xff\x7f", b"GET / HTTP/1.1\r\n\r\n", b"\x30\x05\x00\x01"):
-        with socket.create_connection((embedded.host, embedded.port)) as raw:
-            raw.sendall(junk)
-            raw.settimeout(2)
-            with contextlib.suppress(OSError):
-                raw.recv(16)  # the broker answers or closes; it must not hang
+    # A length field past four bytes is refused at once: the connection is closed.
+    with socket.create_connection((embedded.host, embedded.port)) as raw:
+        raw.sendall(b"\x10\xff\xff\xff\xff\x7f")
+        raw.settimeout(2)
+        try:
+            closed = raw.recv(16) == b""
+        except ConnectionResetError:
+            closed = True
+        assert closed
+    # Text, and a packet cut short: the broker waits for the rest (until its connect
+    # timeout) on those connections while it goes on serving the others.
+    held = [socket.create_connection((embedded.host, embedded.port)) for _ in range(2)]
+    held[0].sendall(b"GET / HTTP/1.1\r\n\r\n")
+    held[1].sendall(b"\x30\x05\x00\x01")
     pub = Publisher(embedded.host, embedded.port)
     try:
         pub.send([("ok/1", b"still here")])
@@ -198,23 +224,20 @@ def test_garbage_on_one_connection_does_not_disturb_the_others(embedded) -> None
     finally:
         sub.close()
         pub.close()
+        for raw in held:
+            raw.close()
 
 
 def test_a_client_silent_past_its_keep_alive_is_dropped_and_its_will_sent(embedded) -> None:
-    watcher = Client(embedded, f"w-{uuid.uuid4().hex[:6]}")
-    watcher.subscribe("status/#")
-    silent = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id="silent",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    silent.will_set("status/silent", b"gone", qos=1)
-    silent.connect(embedded.host, embedded.port, keepalive=1)
-    silent.loop_start()
+    watcher = Recorder(embedded.host, embedded.port, "status/#")
+    silent = with_will(embedded, "silent", "status/silent", b"gone", keepalive=1)
     try:
-        eventually(silent.is_connected, message="silent client connected")
         silent.loop_stop()  # the socket stays open, but no more PINGREQ
-        eventually(lambda: watcher.payloads() == [b"gone"], timeout=10, message="will")
+        eventually(
+            lambda: [m.payload for m in watcher.on("status/")] == [b"gone"],
+            timeout=10,
+            message="will",
+        )
     finally:
         watcher.close()
         sock = silent.socket()
@@ -223,11 +246,7 @@ def test_a_client_silent_past_its_keep_alive_is_dropped_and_its_will_sent(embedd
 
 
 def test_an_empty_client_id_gets_one_assigned(embedded) -> None:
-    anon = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id="",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
+    anon = mqtt5("")
     answers: list[Any] = []
     anon.on_connect = lambda _c, _u, _f, reason, props: answers.append((reason, props))
     anon.connect(embedded.host, embedded.port, clean_start=True)
@@ -245,25 +264,21 @@ def test_an_empty_client_id_gets_one_assigned(embedded) -> None:
 def test_a_second_connection_with_the_same_id_takes_over_and_the_first_will_goes_out(
     embedded,
 ) -> None:
-    watcher = Client(embedded, f"w-{uuid.uuid4().hex[:6]}")
-    watcher.subscribe("status/#")
-    first = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id="twin",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
+    watcher = Recorder(embedded.host, embedded.port, "status/#")
+    first = with_will(embedded, "twin", "status/twin", b"taken over")
     reasons: list[Any] = []
     first.on_disconnect = lambda _c, _u, _f, reason, _p: reasons.append(reason)
-    first.will_set("status/twin", b"taken over", qos=1)
-    first.connect(embedded.host, embedded.port)
-    first.loop_start()
+    second = None
     try:
-        eventually(first.is_connected, message="first twin connected")
         second = Client(embedded, "twin")
-        eventually(lambda: b"taken over" in watcher.payloads(), message="the first one's will")
+        eventually(
+            lambda: b"taken over" in [m.payload for m in watcher.on("status/")],
+            message="the first one's will",
+        )
         eventually(lambda: reasons, message="the first one is told")
         assert reasons[0].value == 0x8E  # session taken over
-        second.close()
     finally:
+        if second is not None:
+            second.close()
         first.loop_stop()
         watcher.close()

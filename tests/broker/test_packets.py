@@ -36,8 +36,8 @@ def test_filter_validation(topic_filter: str, ok: bool) -> None:
 
 
 def test_a_publish_round_trips_with_its_properties() -> None:
-    message = p.Publish("cbm/x", b"\x00payload", 1, False, properties=b"\x01\x01")
-    raw = p.publish(message, qos=1, packet_id=7, retain=True, dup=True)
+    message = p.Publish("cbm/x", b"\x00payload", 1, True, properties=b"\x01\x01")
+    raw = p.publish(message, packet_id=7, dup=True)
     assert raw[0] == (p.PUBLISH << 4 | 0b1011)
     body = raw[2:]  # one length byte for a short packet
     back = p.parse_publish(raw[0] & 0x0F, body)
