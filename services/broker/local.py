@@ -32,10 +32,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
-    """Return once something accepts connections on ``host:port``; raise TimeoutError after."""
+def wait_port(
+    host: str,
+    port: int,
+    timeout: float = 10.0,
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Return once something accepts connections on ``host:port``; raise TimeoutError after.
+
+    With the ``process`` that should be listening, a process that exits first
+    raises RuntimeError at once instead of waiting out the timeout.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"{process.args!r} exited with status {process.returncode} before listening"
+            )
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -70,7 +84,7 @@ def start_mosquitto(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(  # noqa: S603 - the broker binary with our config
         [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    wait_port("127.0.0.1", port)
+    wait_port("127.0.0.1", port, process=process)
     return process
 
 
@@ -82,5 +96,5 @@ def start_embedded(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_port("127.0.0.1", port)
+    wait_port("127.0.0.1", port, process=process)
     return process

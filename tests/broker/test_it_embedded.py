@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from services.broker.local import free_port
+from services.broker.local import free_port, wait_port
 from tests.ingest.test_it_ingest import check_kill_9_before_ack
 from tests.support.mqtt import Publisher, Recorder, eventually
 from tests.support.services import Broker
@@ -282,3 +284,10 @@ def test_a_second_connection_with_the_same_id_takes_over_and_the_first_will_goes
             second.close()
         first.loop_stop()
         watcher.close()
+
+
+def test_a_broker_process_that_dies_at_start_is_reported_at_once() -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    # Waiting out the timeout would raise TimeoutError instead.
+    with pytest.raises(RuntimeError, match="status 3"):
+        wait_port("127.0.0.1", free_port(), timeout=60.0, process=dead)
