@@ -17,7 +17,7 @@ most ``MAX_CALL_SEQUENCES`` sequences.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -90,6 +90,8 @@ class AssetSequence:
     baseline: list[FloatArray] = field(default_factory=list)
     last_time: datetime | None = None
     last_rul: tuple[float, float, float] | None = None
+    # The repair or replacement this bearing's life began at (None: the first life).
+    life_began: datetime | None = None
     center: FloatArray | None = None  # baseline mean and floored spread, once complete
     scale: FloatArray | None = None
 
@@ -133,9 +135,12 @@ def new_sequence(
     baseline: Sequence[FloatArray] = (),
     last_time: datetime | None = None,
     last_rul: tuple[float, float, float] | None = None,
+    life_began: datetime | None = None,
 ) -> AssetSequence:
     """Return an asset's sequence seeded with stored history (oldest first)."""
-    seq = AssetSequence(lookback=lookback, last_time=last_time, last_rul=last_rul)
+    seq = AssetSequence(
+        lookback=lookback, last_time=last_time, last_rul=last_rul, life_began=life_began
+    )
     for x in history[-lookback:]:
         seq.append(x)
     for x in baseline:
@@ -148,8 +153,14 @@ def step(
     vectors: FeatureVectors,
     model: Model,
     rules: Rules,
+    resets: Mapping[str, datetime] | None = None,
 ) -> tuple[InferenceState, list[PredictionMessage]]:
-    """Predict every row of ``vectors``; every asset in it must already be in ``state``."""
+    """Predict every row of ``vectors``; every asset in it must already be in ``state``.
+
+    ``resets`` holds each asset's latest repair or replacement: the first row
+    after it that meets a sequence of an earlier life starts a new, empty
+    sequence, so a batch that spans the event splits there.
+    """
     order = sorted(range(len(vectors)), key=lambda i: vectors.times[i])
     # float32 first: the database stores real, so a rebuilt sequence and a live
     # one hold identical numbers and give identical predictions.
@@ -157,8 +168,18 @@ def step(
     sequences: list[FloatArray] = []
     running_rows: list[int] = []
     anomaly = np.zeros(len(vectors))
+    row_seq: dict[int, AssetSequence] = {}
     for i in order:
-        seq = state.assets[vectors.asset_ids[i]]
+        asset_id = vectors.asset_ids[i]
+        seq = state.assets[asset_id]
+        renewed = resets.get(asset_id) if resets else None
+        if (
+            renewed is not None
+            and vectors.times[i] > renewed
+            and (seq.life_began is None or seq.life_began < renewed)
+        ):
+            seq = state.assets[asset_id] = new_sequence(model.lookback, rules, life_began=renewed)
+        row_seq[i] = seq
         if not vectors.running[i]:
             continue
         x = selected[i]
@@ -182,8 +203,7 @@ def step(
         if rules.explain_top > 0:
             explainable = p.rul < model.cap_hours - MIN_GAIN_HOURS
             centers = [
-                state.assets[vectors.asset_ids[i]].center if explainable[k] else None
-                for k, i in enumerate(running_rows)
+                row_seq[i].center if explainable[k] else None for k, i in enumerate(running_rows)
             ]
             top = _explain(
                 model, stacked, p.rul, centers=centers, rows=running_rows, top_k=rules.explain_top
@@ -191,7 +211,7 @@ def step(
     predicted = set(running_rows)
     out: list[PredictionMessage] = []
     for i in order:
-        seq = state.assets[vectors.asset_ids[i]]
+        seq = row_seq[i]
         if i in predicted:
             seq.last_rul = (float(rul[i]), float(low[i]), float(high[i]))
         point = seq.last_rul or (model.cap_hours, model.cap_hours, model.cap_hours)

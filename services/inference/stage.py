@@ -133,7 +133,7 @@ class InferenceStage:
         # worker retry the batch, which must find the sequences as they were.
         self._rebuild(vectors, model, self.state)
         self._shadow_guarded(lambda shadow: self._rebuild(vectors, shadow, self.shadow_state))
-        self.state, predictions = core.step(self.state, vectors, model, self.rules)
+        self.state, predictions = core.step(self.state, vectors, model, self.rules, self._resets)
         effects.shadow = self._shadow_step(vectors)
         received = dict(
             zip(
@@ -166,11 +166,13 @@ class InferenceStage:
     def _forget_renewed(self, vectors: FeatureVectors) -> None:
         """Drop the sequences that belong to a life a repair or replacement has ended.
 
-        Decided by event time, as the alerter does: a sequence still in the old
-        life is dropped when the batch brings the asset's first vector after the
-        event, even if the event was recorded long before (a backlog). The next
-        step rebuilds sequence and baseline from the new life's rows only (see
-        store.load_history).
+        Decided by event time, as the alerter does: a sequence built for an
+        earlier life is dropped when the batch brings a vector after the event,
+        not before, even if the event was recorded long before (a backlog).
+        It is dropped too when it already took vectors of the new life because
+        the event was recorded late. The rebuild reads sequence and baseline
+        from the new life's rows only (see store.load_history), and core.step
+        splits a batch that spans the event.
         """
         if not self._resets:
             return
@@ -184,7 +186,7 @@ class InferenceStage:
                 continue  # still the old life (a backlog from before the event)
             for state in (self.state, self.shadow_state):
                 seq = state.assets.get(asset_id)
-                if seq is not None and seq.last_time is not None and seq.last_time <= began:
+                if seq is not None and (seq.life_began is None or seq.life_began < began):
                     del state.assets[asset_id]
                     if state is self.state:
                         log.info(
@@ -196,7 +198,7 @@ class InferenceStage:
     def _shadow_step(self, vectors: FeatureVectors) -> list[PredictionMessage]:
         def step(shadow: RulModel) -> list[PredictionMessage]:
             self.shadow_state, predicted = core.step(
-                self.shadow_state, vectors, shadow, self._shadow_rules
+                self.shadow_state, vectors, shadow, self._shadow_rules, self._resets
             )
             return predicted
 
@@ -248,6 +250,7 @@ class InferenceStage:
                 baseline=base,
                 last_time=history.last_time,
                 last_rul=history.last_rul,
+                life_began=history.life_began,
             )
 
     def _load(self, version: str | None) -> RulModel:

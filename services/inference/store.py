@@ -38,6 +38,7 @@ class StoredHistory:
     baseline: list[np.ndarray[Any, np.dtype[np.float64]]] = field(default_factory=list)
     last_time: datetime | None = None
     last_rul: tuple[float, float, float] | None = None
+    life_began: datetime | None = None  # the repair or replacement the life began at
 
 
 def load_history(
@@ -51,7 +52,7 @@ def load_history(
     """Return each asset's last ``lookback`` and first ``baseline`` running vectors before a time.
 
     Only the life the time falls in counts: rows from before the asset's latest
-    repair or replacement belong to the old bearing. Three queries for all
+    repair or replacement belong to the old bearing. Four queries for all
     assets at once, whatever their number. The last RUL comes from the live
     ``prediction`` rows, or with ``shadow_version`` from that shadow model's own.
     """
@@ -93,6 +94,13 @@ def load_history(
         assert isinstance(time, datetime)
         history.last_time = time
         history.last_rul = (float(rul), float(low), float(high))
+    for asset_id, began in conn.execute(
+        sql.SQL("SELECT asset_id, nullif(began, '-infinity'::timestamptz) FROM ({life}) q").format(
+            life=_LIFE
+        ),
+        (assets, times, list(RESET_KINDS)),
+    ):
+        out[str(asset_id)].life_began = began
     return out
 
 

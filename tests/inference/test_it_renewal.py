@@ -47,6 +47,14 @@ def lives() -> tuple[FeatureVectors, FeatureVectors]:
     return vectors(table.values[rows[-12:]], 0), vectors(table.values[rows[:8]], 13)
 
 
+def record_replacement(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "INSERT INTO maintenance_event (asset_id, time, kind, note, recorded_by) "
+        "VALUES (%s, %s, 'replacement', 'new bearing', 'test')",
+        (ASSET, REPLACED_AT),
+    )
+
+
 def offline(*batches: FeatureVectors, settings: Any) -> PredictionMessage:
     """The prediction an uninterrupted core gives for the last row after ``batches``."""
     model = RulModel.load(MODELS)
@@ -82,11 +90,7 @@ def test_replacement_restarts_sequence_live_and_after_a_restart(
         live.prepare(pool)
         run_batch(live, pool, old)
         with pool.connection() as conn, conn.transaction():
-            conn.execute(
-                "INSERT INTO maintenance_event (asset_id, time, kind, note, recorded_by) "
-                "VALUES (%s, %s, 'replacement', 'new bearing', 'test')",
-                (ASSET, REPLACED_AT),
-            )
+            record_replacement(conn)
             write_vectors(conn, head)
         run_batch(live, pool, head)
         (got,) = run_batch(live, pool, last)
@@ -110,11 +114,7 @@ def test_a_replacement_recorded_before_a_backlog_applies_at_its_event_time(
     """The event is known before the old life's vectors arrive: they still count as old."""
     old, new = lives
     settings = make_settings(inference=INFERENCE)
-    db.execute(
-        "INSERT INTO maintenance_event (asset_id, time, kind, note, recorded_by) "
-        "VALUES (%s, %s, 'replacement', 'new bearing', 'test')",
-        (ASSET, REPLACED_AT),
-    )
+    record_replacement(db)
     head, last = vectors(new.values[:7], 13), vectors(new.values[7:], 20)
     pool = open_pool(settings, name="test-renewal-backlog")
     try:
@@ -132,6 +132,72 @@ def test_a_replacement_recorded_before_a_backlog_applies_at_its_event_time(
     # The old life's rows continue the old sequence; the new life starts afresh.
     assert backlog[-1].rul_hours == pytest.approx(
         offline(old, settings=settings).rul_hours, abs=1e-3
+    )
+    expected = offline(new, settings=settings)
+    assert got.rul_hours == pytest.approx(expected.rul_hours, abs=1e-3)
+    assert got.anomaly_score == pytest.approx(expected.anomaly_score, abs=1e-3)
+
+
+def test_a_replacement_recorded_late_still_restarts_the_new_life(
+    make_settings, db: psycopg.Connection[Any], lives
+) -> None:
+    """The new bearing's first hours went into the old sequence before anyone recorded it."""
+    old, new = lives
+    settings = make_settings(inference=INFERENCE)
+    head, last = vectors(new.values[:7], 13), vectors(new.values[7:], 20)
+    pool = open_pool(settings, name="test-renewal-late")
+    try:
+        pool.wait()
+        live = InferenceStage(settings)
+        live.prepare(pool)
+        for batch in (old, head):
+            with pool.connection() as conn, conn.transaction():
+                write_vectors(conn, batch)
+            run_batch(live, pool, batch)
+        with pool.connection() as conn, conn.transaction():
+            record_replacement(conn)
+            write_vectors(conn, last)
+        (got,) = run_batch(live, pool, last)
+    finally:
+        pool.close()
+    expected = offline(new, settings=settings)
+    assert got.rul_hours == pytest.approx(expected.rul_hours, abs=1e-3)
+    assert got.anomaly_score == pytest.approx(expected.anomaly_score, abs=1e-3)
+
+
+def test_one_batch_spanning_a_replacement_splits_at_it(
+    make_settings, db: psycopg.Connection[Any], lives
+) -> None:
+    old, new = lives
+    settings = make_settings(inference=INFERENCE)
+    record_replacement(db)
+    first = vectors(old.values[:6], 0)
+    both = asset_vectors(
+        ASSET,
+        np.vstack([old.values[6:], new.values[:7]]),
+        [*old.times[6:], *new.times[:7]],
+        first_seq=6,
+    )
+    last = vectors(new.values[7:], 20)
+    pool = open_pool(settings, name="test-renewal-span")
+    try:
+        pool.wait()
+        live = InferenceStage(settings)
+        live.prepare(pool)
+        for batch in (first, both, last):
+            with pool.connection() as conn, conn.transaction():
+                write_vectors(conn, batch)
+        run_batch(live, pool, first)
+        spanning = run_batch(live, pool, both)
+        (got,) = run_batch(live, pool, last)
+    finally:
+        pool.close()
+    # The old life's rows in the batch continue the old sequence; the new ones start afresh.
+    assert spanning[5].rul_hours == pytest.approx(
+        offline(old, settings=settings).rul_hours, abs=1e-3
+    )
+    assert spanning[-1].rul_hours == pytest.approx(
+        offline(vectors(new.values[:7], 13), settings=settings).rul_hours, abs=1e-3
     )
     expected = offline(new, settings=settings)
     assert got.rul_hours == pytest.approx(expected.rul_hours, abs=1e-3)
