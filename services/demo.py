@@ -67,6 +67,13 @@ def services(settings: Settings, configured: bool) -> Iterator[tuple[dict[str, A
 
 
 def _start_broker(embedded: Embedded) -> int:
+    try:
+        return _spawn_broker(embedded)
+    except (TimeoutError, RuntimeError) as exc:
+        raise SystemExit(f"cbm demo: the MQTT broker did not start: {exc}") from None
+
+
+def _spawn_broker(embedded: Embedded) -> int:
     port = free_port()
     if mosquitto_binary() is None:
         print(

@@ -82,10 +82,9 @@ def start_mosquitto(workdir: Path, port: int) -> subprocess.Popen[bytes]:
         + f"listener {port} 127.0.0.1\nallow_anonymous true\n"
     )
     process = subprocess.Popen(  # noqa: S603 - the broker binary with our config
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    wait_port("127.0.0.1", port, process=process)
-    return process
+    return _listening(process, port)
 
 
 def start_embedded(port: int) -> subprocess.Popen[bytes]:
@@ -96,5 +95,15 @@ def start_embedded(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_port("127.0.0.1", port, process=process)
+    return _listening(process, port)
+
+
+def _listening(process: subprocess.Popen[bytes], port: int) -> subprocess.Popen[bytes]:
+    """Return ``process`` once it listens on ``port``; stop it if it does not."""
+    try:
+        wait_port("127.0.0.1", port, process=process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     return process

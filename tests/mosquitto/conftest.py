@@ -14,12 +14,10 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cbm.topics import Topics
-from services.broker.local import free_port
+from services.broker.local import free_port, wait_port
 from services.broker.local import mosquitto_binary as installed_mosquitto
 from services.mqttadmin.accounts import add_device, add_user
 from services.mqttadmin.acl import STACK_USERS, Role
@@ -151,19 +149,16 @@ class SecureBroker:
         for port in (self.port, *([self.tls.port] if self.tls else [])):
             self._wait_listening(port)
 
-    def _wait_listening(self, port: int, timeout: float = 10.0) -> None:
+    def _wait_listening(self, port: int) -> None:
         assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"mosquitto exited: {err}\n{self.log()}")
-            try:
-                with socket.create_connection((self.host, port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"mosquitto not listening on {port} after {timeout}s\n{self.log()}")
+        try:
+            wait_port(self.host, port, process=self.process)
+        except (RuntimeError, TimeoutError) as exc:
+            err = b""
+            if self.process.poll() is not None and self.process.stderr is not None:
+                err = self.process.stderr.read()
+            detail = f"{exc} {err.decode()}\n{self.log()}"
+            raise RuntimeError(f"mosquitto not listening on {port}: {detail}") from exc
 
     def reload(self) -> None:
         """Ask the broker to re-read its password file and ACL (SIGHUP)."""
