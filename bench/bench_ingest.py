@@ -21,21 +21,31 @@ import argparse
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import psycopg
 
-from bench.harness import Services, bare_hop, preload, services
+from bench.harness import Services, bare_hop, preload, register_session, services
 from cbm.rawcodec import decode_vibration, encode_vibration_binary, encode_vibration_json
 from cbm.settings import from_mapping
 from cbm.topics import Topics
 from cbm.worker import Worker
 from services.ingest.stage import IngestStage
 
+# Far beyond any drain here (20,000 windows take under a minute): a run that
+# stalls, e.g. on a dead-lettered window that never counts, fails instead.
+DRAIN_TIMEOUT_S: Final = 600.0
 
-def payloads(n: int, fmt: str, base: str, assets: int = 100) -> list[tuple[str, bytes]]:
-    """Return ``n`` raw vibration messages spread over ``assets`` assets."""
+
+def payloads(
+    n: int, fmt: str, base: str, *, prefix: str = "asset", assets: int = 100
+) -> list[tuple[str, bytes]]:
+    """Return ``n`` raw vibration messages spread over ``assets`` assets named ``prefix-NNNN``.
+
+    Each round gets its own prefix: ingest keeps every asset's newest time in
+    the database, so reused ids would make a later round's windows late ones.
+    """
     topics = Topics(base)
     rng = np.random.default_rng(1)
     samples = rng.normal(size=(16, 1000)).astype(np.float32)
@@ -43,7 +53,7 @@ def payloads(n: int, fmt: str, base: str, assets: int = 100) -> list[tuple[str, 
     encode = encode_vibration_binary if fmt == "binary" else encode_vibration_json
     out = []
     for i in range(n):
-        asset = f"asset-{i % assets:04d}"
+        asset = f"{prefix}-{i % assets:04d}"
         seq = i // assets
         out.append(
             (
@@ -69,25 +79,26 @@ def ingest_rate(svc: Services, messages: list[tuple[str, bytes]], base: str) -> 
             "worker": {"metrics_ports": {}, "instance": base.rsplit("/", 1)[-1][:16]},
         }
     )
-    stage = IngestStage(settings)
-    worker: Worker[Any] = Worker(settings, stage)
-    # First run registers the persistent session, then stops while the queue fills.
     import threading  # noqa: PLC0415
 
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    worker.link.wait_connected(10)
-    time.sleep(0.5)
-    worker.stop_event.set()
-    thread.join()
+    worker: Worker[Any] = Worker(settings, IngestStage(settings))
+    # The worker's persistent session exists, subscribed, before the queue fills.
+    for topic_filter in worker.stage.subscriptions():
+        register_session(svc.broker, worker.link.client_id, topic_filter)
     preload(svc.broker, messages)
-    worker = Worker(settings, IngestStage(settings))
     with psycopg.connect(svc.db_url, autocommit=True) as conn:
         before = _accepted(conn)
         started = time.perf_counter()
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         while _accepted(conn) - before < len(messages):
+            if time.monotonic() > deadline:
+                worker.stop_event.set()
+                raise RuntimeError(
+                    f"ingest accepted {_accepted(conn) - before} of {len(messages)} windows "
+                    f"in {DRAIN_TIMEOUT_S:.0f} s"
+                )
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
     worker.stop_event.set()
@@ -123,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 hop_base, base = f"hop{fmt}{r}", f"bench/ingest{fmt}{r}"
                 hop_msgs = payloads(args.windows, fmt, hop_base)
                 hops.append(bare_hop(svc.broker, hop_msgs, f"{hop_base}/raw/+/vibration"))
-                ingests.append(ingest_rate(svc, payloads(args.windows, fmt, base), base))
+                mine = payloads(args.windows, fmt, base, prefix=f"{fmt[:3]}{r}")
+                ingests.append(ingest_rate(svc, mine, base))
             ratios = [i / h for i, h in zip(ingests, hops, strict=True)]
             hop_us = 1e6 / statistics.median(hops)
             decode = decode_us(payloads(min(args.windows, 2000), fmt, "decode"))

@@ -30,7 +30,12 @@ class Services:
 
 @contextlib.contextmanager
 def services() -> Iterator[Services]:
-    """Start a private Mosquitto (the project's config) and create a migrated scratch database."""
+    """Start the tests' broker and create a migrated scratch database.
+
+    The broker is what ``tests.support.services.start_broker`` gives: a private
+    Mosquitto with the project's config, the embedded Python broker when
+    mosquitto is missing, or the one ``CBM_TEST_MQTT_URL`` names.
+    """
     workdir = broker_workdir()  # writable by the broker's own user: persistence works
     name = f"cbm_bench_{uuid.uuid4().hex[:8]}"
     broker: Broker | None = None

@@ -66,6 +66,7 @@ class MqttLink:
         on_connected: Callable[[], None] | None = None,
     ) -> None:
         self.inbox: queue.Queue[Inbound] = queue.Queue()
+        self.client_id = client_id
         self._subscriptions = tuple(subscriptions)
         self._settings = settings
         self._on_connected = on_connected
