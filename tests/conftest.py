@@ -110,15 +110,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    """A local HTTP server answering as Slack and PagerDuty do.
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset the proxy variables for the test's duration.
 
     slack-sdk reads HTTP(S)_PROXY and ignores NO_PROXY, and workers started by
-    a test inherit its environment: a proxy would swallow the requests meant
-    for this server, so the proxy variables go for the test's duration.
+    a test inherit its environment: a proxy would answer the requests meant
+    for a local address.
     """
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def receiver(no_proxy: None) -> Iterator[Receiver]:
+    """A local HTTP server answering as Slack and PagerDuty do (no proxy in between)."""
     r = Receiver()
     yield r
     r.close()

@@ -64,7 +64,7 @@ def test_webhook_no_service_is_permanent(receiver: Receiver) -> None:
     assert len(receiver.on(WEBHOOK_PATH)) == 1
 
 
-def test_webhook_unreachable_is_transient() -> None:
+def test_webhook_unreachable_is_transient(no_proxy: None) -> None:
     outcome = SlackWebhook(f"http://127.0.0.1:{free_port()}/hook").post(MESSAGE)
     assert isinstance(outcome, Retry) and "unreachable" in outcome.error
 

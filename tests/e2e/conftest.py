@@ -1,4 +1,4 @@
-"""Fixtures of the end-to-end tests: the four workers as processes, a local Slack, no proxies."""
+"""Fixtures of the end-to-end tests: the four workers as processes, posting to the local Slack."""
 
 from __future__ import annotations
 

@@ -32,19 +32,16 @@ def ingest_rig(settings: Settings) -> Iterator[tuple[ThreadWorker, Recorder, Pub
     """An ingest worker, a recorder of its windows and dead letters, and a publisher."""
     host, port = settings.mqtt.host, settings.mqtt.port
     topics = Topics(settings.base_topic)
-    rec = Recorder(
-        host, port, topics.stage_filter("windows"), f"{settings.base_topic}/deadletter/+"
-    )
-    try:
+    with contextlib.ExitStack() as stack:
+        rec = Recorder(
+            host, port, topics.stage_filter("windows"), f"{settings.base_topic}/deadletter/+"
+        )
+        stack.callback(rec.close)
         worker = ThreadWorker(settings, "ingest")
+        stack.callback(worker.stop)
         pub = Publisher(host, port)
-        try:
-            yield worker, rec, pub
-        finally:
-            worker.stop()
-            pub.close()
-    finally:
-        rec.close()
+        stack.callback(pub.close)
+        yield worker, rec, pub
 
 
 def vibration(seq: int, t: datetime, n: int = 1000) -> bytes:
@@ -59,11 +56,8 @@ def test_good_raw_data_becomes_windows_and_asset_rows(make_settings, broker, db)
         assets={"items": [{"id": "pump-1", "name": "Feed pump", "site": "north"}]}
     )
     topics = Topics(settings.base_topic)
-    rec = Recorder(broker.host, broker.port, topics.stage_filter("windows"))
-    worker = ThreadWorker(settings, "ingest")
-    pub = Publisher(broker.host, broker.port)
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
-    try:
+    with ingest_rig(settings) as (_worker, rec, pub):
         pub.send(
             [
                 (
@@ -126,10 +120,6 @@ def test_good_raw_data_becomes_windows_and_asset_rows(make_settings, broker, db)
             ),
         ]
         assert db.execute("SELECT count(*) FROM ingest_window").fetchone()[0] == 11
-    finally:
-        worker.stop()
-        pub.close()
-        rec.close()
 
 
 def test_bad_payload_is_dead_lettered_and_next_good_one_goes_through(
@@ -233,7 +223,7 @@ def check_kill_9_before_ack(settings: Settings, db_url: str, tmp_path: Path) -> 
         rec.close()
 
 
-def test_batch_the_database_refuses_is_dead_lettered_whole_and_later_batches_flow(
+def test_a_batch_the_database_refuses_is_dead_lettered_and_later_batches_flow(
     make_settings, broker, db
 ) -> None:
     """A permanent store error: the batch goes to dead letters with its full payload, no loss."""
@@ -251,7 +241,7 @@ def test_batch_the_database_refuses_is_dead_lettered_whole_and_later_batches_flo
     settings = make_settings(worker={"batch_max": 1, "retry_initial_s": 0.05})
     topics = Topics(settings.base_topic)
     t0 = datetime.now(UTC) - timedelta(minutes=1)
-    refused = vibration(1, t0)
+    refused = vibration(9, t0)  # unlike any good window's bytes
     with ingest_rig(settings) as (worker, rec, pub):
         pub.send(
             [
