@@ -63,21 +63,18 @@ class Side:
     backtest: Backtest
 
     def summary(self) -> dict[str, Any]:
-        """Return the scores as JSON-ready data."""
+        """Return the scores (NaN where unknown; ``Comparison.report`` makes them JSON-ready)."""
         t = self.backtest.totals
-        summary: dict[str, Any] = json_ready(
-            {
-                "version": self.version,
-                "rmse": self.rmse,
-                "failures": t.failures,
-                "warned": t.detected,
-                "false_alarms": t.false_alarms,
-                "precision": t.precision,
-                "recall": t.recall,
-                "median_warning_lead_hours": t.median_lead_hours,
-            }
-        )
-        return summary
+        return {
+            "version": self.version,
+            "rmse": self.rmse,
+            "failures": t.failures,
+            "warned": t.detected,
+            "false_alarms": t.false_alarms,
+            "precision": t.precision,
+            "recall": t.recall,
+            "median_warning_lead_hours": t.median_lead_hours,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -66,6 +66,18 @@ def test_floor_is_scored_on_the_test_assets_and_beats_a_severity_blind_guess(fle
     assert floor is not None
     test_rows = np.concatenate([fleet.rows(a) for a in split.test])
     assert floor.test_windows == test_rows.size
+    # Fitted on training and validation assets only, never on the ones it scores.
+    fit_rows = np.concatenate([fleet.rows(a) for a in split.train + split.validation])
+    assert floor.fitted_windows == fit_rows.size
+    severity = fleet.severity
+    assert severity is not None
+    expected, _ = binned_mean_rmse(
+        severity[fit_rows],
+        np.minimum(fleet.rul_hours[fit_rows], 30.0),
+        severity[test_rows],
+        np.minimum(fleet.rul_hours[test_rows], 30.0),
+    )
+    assert floor.rmse == pytest.approx(expected)
     target = np.minimum(fleet.rul_hours[test_rows], 30.0)
     # Knowing the defect must beat predicting the mean for every window.
     assert 0 < floor.rmse < float(np.std(target))
