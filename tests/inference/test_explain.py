@@ -108,7 +108,9 @@ def test_skipping_predictions_at_the_cap_changes_no_explanation() -> None:
         tops[name] = [(p.asset_id, p.time, p.top_features) for p in out]
         rows[name] = served.rows
         if name == "skipping":
-            at_cap = sum(p.running and p.rul_hours >= model.cap_hours - core.MIN_GAIN_HOURS for p in out)
+            at_cap = sum(
+                p.running and p.rul_hours >= model.cap_hours - core.MIN_GAIN_HOURS for p in out
+            )
             explained = sum(bool(p.top_features) for p in out)
     assert at_cap > 100 and explained > 20, (at_cap, explained)
     assert tops["skipping"] == tops["explaining all"]
